@@ -1,0 +1,1 @@
+"""sdeflow's built-in plugins, one package each, found through the ``sdeflow`` entry points."""

@@ -1,0 +1,14 @@
+"""Plugin ``mlp``: a time-conditioned MLP for vector data."""
+
+import sdeflow
+
+from .network import TimeMLP, sinusoidal_embedding
+
+
+@sdeflow.hookimpl
+def sdeflow_register_models(registry):  # type: ignore[no-untyped-def]
+    """Register ``mlp``."""
+    registry.add("mlp", TimeMLP)
+
+
+__all__ = ["TimeMLP", "sinusoidal_embedding"]

@@ -1,0 +1,102 @@
+"""The ``sde`` sampler: the reverse-time SDE integrated by torchsde with fixed steps."""
+
+from __future__ import annotations
+
+import torch
+
+from sdeflow import SampleResult, Sampler, ScoreModel
+from sdeflow.errors import OptionError
+from sdeflow.integrators.brownian import ScaledBrownian, StepNoise
+from sdeflow.integrators.common import StepObserver, check_positive_int, denoise, resolve_interval, resolve_steps
+from sdeflow.integrators.evaluator import ScoreEvaluator
+from sdeflow.integrators.sde import SDE_METHODS, SDE_STRONG_ORDER, ReverseSDEStepTime, integrate_sde
+
+BROWNIAN = ("fast", "interval")
+
+
+class SDESampler(Sampler):
+    """Sample by integrating ``dx = [f - g^2 score] dt + g dw_bar`` from ``t_max`` to ``t_end``
+    (Song et al. 2021, Eq. 6) with a torchsde method.
+
+    Args:
+        method: any torchsde method for diagonal noise: ``euler``, ``milstein``, ``srk``,
+            ``euler_heun``, ``heun``, ``midpoint``, ``reversible_heun``, ``log_ode``.
+        steps: number of equal steps (default 1000 when neither ``steps`` nor ``dt`` is given).
+        dt: step size instead of ``steps``; rounded so that all steps are equal.
+        brownian: ``"fast"`` draws increments from the generator (cheapest); ``"interval"``
+            uses a torchsde ``BrownianInterval`` so that one seed gives the same Brownian path at
+            every step count (for strong-error studies). ``log_ode`` always uses ``"interval"``.
+        denoise: replace the final state by the posterior mean ``E[x_0 | x_{t_end}]``
+            (the noise-removal step of Song et al. 2021; on by default as there).
+        t_end: final time (default: the process's ``t_min``).
+        check_finite: raise :class:`sdeflow.errors.NonFiniteError` naming the step and time
+            where the score first became NaN/Inf.
+    """
+
+    name = "sde"
+    stochastic = True
+
+    def __init__(self, method: str = "euler", steps: int | None = None, dt: float | None = None,
+                 brownian: str = "fast", denoise: bool = True, t_end: float | None = None,
+                 check_finite: bool = True) -> None:
+        if method not in SDE_METHODS:
+            raise OptionError(f"unknown sde method {method!r}; valid: {', '.join(SDE_METHODS)}")
+        if brownian not in BROWNIAN:
+            raise OptionError(f"brownian must be one of {', '.join(BROWNIAN)}, got {brownian!r}")
+        check_positive_int("steps", steps)
+        if dt is not None and not float(dt) > 0:
+            raise OptionError(f"dt must be positive, got {dt!r}")
+        if steps is not None and dt is not None:
+            raise OptionError("give either steps or dt, not both")
+        self.method, self.steps, self.dt, self.brownian = method, steps, dt, brownian
+        self.denoise, self.t_end, self.check_finite = bool(denoise), t_end, bool(check_finite)
+
+    @property
+    def order(self) -> float:  # type: ignore[override]
+        """Strong order of the method on the reverse SDE's additive noise."""
+        return SDE_STRONG_ORDER[self.method]
+
+    def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
+                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
+        process = score_model.process
+        t_start, t_end = resolve_interval(process, self.t_end)
+        n = resolve_steps(self.steps, self.dt, t_start - t_end, default=1000)
+        device, dtype = score_model.device, score_model.dtype
+        batch, dim = shape[0], int(torch.Size(shape[1:]).numel())
+        evaluator = ScoreEvaluator(score_model, self.check_finite)
+        sde = ReverseSDEStepTime(process.reverse_sde(evaluator), process, shape, t_start, t_end, n,
+                                 SDE_METHODS[self.method])
+        where = f"sampler 'sde' (method={self.method!r}, steps={n})"
+        observer = None
+        if callback is not None or progress or return_trajectory:
+            observer = StepObserver(callback, progress, return_trajectory, total=n, desc=f"sde/{self.method}")
+        with torch.no_grad():
+            x = score_model.prior_sample(shape, generator, device, dtype)
+            bm = self._brownian((batch, dim), generator, dtype, device, t_start - t_end, n)
+            on_step = None
+            if observer is not None:
+                observer.observe(0, torch.tensor(t_start), x)
+
+                def on_step(k: int, y: torch.Tensor) -> None:
+                    observer.observe(k + 1, torch.tensor(t_start - (k + 1) * sde.h), y.reshape(shape))
+
+            try:
+                y = integrate_sde(sde, x.reshape(batch, dim), self.method, bm, on_step)
+            finally:
+                if observer is not None:
+                    observer.close()
+            x = y.reshape(shape)
+            if self.denoise:
+                x = denoise(score_model, evaluator, x, t_end)
+        evaluator.raise_if_nonfinite(where, sde.step_of_time, samples=x)
+        traj, times = observer.trajectory() if observer is not None else (None, None)
+        return SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=times)
+
+    def _brownian(self, size: tuple[int, int], generator: torch.Generator | None, dtype: torch.dtype,
+                  device: torch.device, span: float, n: int):  # type: ignore[no-untyped-def]
+        if self.brownian == "fast" and self.method != "log_ode":
+            return StepNoise(size, generator, dtype, device)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device if generator else "cpu"))
+        levy = "foster" if self.method == "log_ode" else "space-time"
+        return ScaledBrownian(span, n, size, seed, dtype, device, levy)
+

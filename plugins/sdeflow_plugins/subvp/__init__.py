@@ -1,0 +1,14 @@
+"""Plugin ``subvp``: the sub-variance-preserving SDE of Song et al. (2021)."""
+
+import sdeflow
+
+from .process import SubVPProcess
+
+
+@sdeflow.hookimpl
+def sdeflow_register_processes(registry):  # type: ignore[no-untyped-def]
+    """Register ``subvp``."""
+    registry.add("subvp", SubVPProcess)
+
+
+__all__ = ["SubVPProcess"]

@@ -1,0 +1,39 @@
+"""sdeflow: score-based diffusion models built on one forward SDE.
+
+Give a :class:`ForwardProcess` and a :class:`ScoreModel`; sdeflow derives the reverse-time SDE
+and the probability-flow ODE and integrates them with torchsde and torchdiffeq. Methods,
+architectures and samplers are pluggy plugins discovered through the ``sdeflow`` entry points.
+"""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl
+from .process import ForwardProcess
+from .sampler import SampleResult, Sampler
+from .score_model import ScoreModel
+from .shapes import append_dims
+
+from .api import component_options, create_model, create_process, create_sampler, list_plugins  # noqa: E402
+from .plugin_manager import register_plugin, reload_plugins, unregister_plugin  # noqa: E402
+from .targets import GaussianMixture  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ForwardProcess",
+    "GaussianMixture",
+    "SampleResult",
+    "Sampler",
+    "ScoreModel",
+    "append_dims",
+    "component_options",
+    "create_model",
+    "create_process",
+    "create_sampler",
+    "hookimpl",
+    "list_plugins",
+    "register_plugin",
+    "reload_plugins",
+    "unregister_plugin",
+    "__version__",
+]

@@ -1,0 +1,5 @@
+"""The ``sdeflow`` command line (click)."""
+
+from .main import main
+
+__all__ = ["main"]

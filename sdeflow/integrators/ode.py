@@ -1,0 +1,92 @@
+"""Integration of the probability-flow ODE with torchdiffeq.
+
+torchdiffeq integrates a decreasing time grid itself (it negates time internally and calls
+the vector field with the true time), so the ODE is handed over in forward time ``t`` and
+``t = [t_start, t_end]`` with ``t_start > t_end``: no second negation here. Only the two
+endpoints are requested, so memory stays O(batch). Fixed-grid methods get an explicit grid
+of ``steps`` equal steps through ``grid_constructor``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torchdiffeq import odeint
+from torchdiffeq._impl.odeint import SOLVERS
+from torchdiffeq._impl.solvers import FixedGridODESolver
+
+from ..dynamics import ProbabilityFlowODE
+from ..process import ForwardProcess
+
+#: every torchdiffeq method but scipy's wrapper (which needs its own options)
+ODE_METHODS: tuple[str, ...] = tuple(m for m in SOLVERS if m != "scipy_solver")
+#: fixed-grid methods (take ``steps``) and adaptive ones (take ``rtol``/``atol``)
+FIXED_GRID_METHODS: tuple[str, ...] = tuple(m for m in ODE_METHODS if issubclass(SOLVERS[m], FixedGridODESolver))
+ADAPTIVE_METHODS: tuple[str, ...] = tuple(m for m in ODE_METHODS if m not in FIXED_GRID_METHODS)
+#: classical order of the fixed-grid methods (adams methods: their default order)
+ODE_ORDER: dict[str, int] = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4,
+                             "explicit_adams": 4, "implicit_adams": 4, "fixed_adams": 4}
+
+
+class FlowField(nn.Module):
+    """The probability-flow ODE as a torchdiffeq vector field ``func(t, x)``.
+
+    Every evaluation time is clamped into ``[t_min, t_max]`` by the process
+    (:meth:`sdeflow.ForwardProcess.clamp_time`): adaptive solvers probe outside the interval.
+    """
+
+    def __init__(self, ode: ProbabilityFlowODE, process: ForwardProcess, batch: int) -> None:
+        super().__init__()
+        self.ode, self.process, self.batch = ode, process, batch
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        tt = self.process.clamp_time(t.to(x.dtype)).reshape(()).expand(self.batch)
+        return self.ode.velocity(x, tt)
+
+
+def integrate_ode(
+    field: FlowField,
+    x0: Tensor,
+    t_start: float,
+    t_end: float,
+    method: str,
+    steps: int | None,
+    rtol: float,
+    atol: float,
+    options: dict[str, Any] | None = None,
+    on_step: Callable[[Tensor, Tensor, Tensor], None] | None = None,
+) -> Tensor:
+    """Integrate ``field`` from ``t_start`` to ``t_end`` and return the final state.
+
+    Args:
+        field: the vector field.
+        x0: initial state at ``t_start``.
+        method: a torchdiffeq method name.
+        steps: equal steps for fixed-grid methods (ignored by adaptive ones).
+        rtol, atol: tolerances of adaptive methods.
+        options: extra torchdiffeq options.
+        on_step: called as ``on_step(t, x, dt)`` before each (accepted) step, via torchdiffeq's
+            ``callback_step`` / ``callback_accept_step``.
+    """
+    opts = dict(options or {})
+    if method in FIXED_GRID_METHODS and steps is not None:
+        n = int(steps)
+
+        def grid(func: Any, y0: Tensor, t: Tensor) -> Tensor:
+            return torch.linspace(float(t[0]), float(t[-1]), n + 1, dtype=t.dtype, device=t.device)
+
+        opts["grid_constructor"] = grid
+    for name in ("callback_step", "callback_accept_step"):
+        if hasattr(field, name):
+            delattr(field, name)
+    if on_step is not None:
+        cb_name = "callback_step" if method in FIXED_GRID_METHODS else "callback_accept_step"
+
+        setattr(field, cb_name, on_step)
+    t = torch.tensor([float(t_start), float(t_end)], dtype=x0.dtype, device=x0.device)
+    kwargs: dict[str, Any] = dict(method=method, options=opts)
+    if method in ADAPTIVE_METHODS:
+        kwargs.update(rtol=rtol, atol=atol)
+    return odeint(field, x0, t, **kwargs)[-1]

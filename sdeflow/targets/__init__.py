@@ -1,0 +1,5 @@
+"""Analytic target distributions with known densities and scores."""
+
+from .gaussian_mixture import ExactMixtureScoreModel, GaussianMixture
+
+__all__ = ["GaussianMixture", "ExactMixtureScoreModel"]
