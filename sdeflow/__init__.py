@@ -12,6 +12,7 @@ from .process import ForwardProcess
 from .sampler import SampleResult, Sampler
 from .score_model import ScoreModel
 from .shapes import append_dims
+from .marginal_process import MarginalDefinedProcess
 
 from .api import component_options, create_model, create_process, create_sampler, list_plugins  # noqa: E402
 from .plugin_manager import register_plugin, reload_plugins, unregister_plugin  # noqa: E402
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ForwardProcess",
     "GaussianMixture",
+    "MarginalDefinedProcess",
     "SampleResult",
     "Sampler",
     "ScoreModel",

@@ -1,4 +1,21 @@
-"""Training objectives built from the process's marginal and the model's parametrization."""
+"""Training objectives built from the process's marginal and the model's parametrization.
+
+Denoising score matching (Vincent 2011; Song et al. 2021, Eq. 7) with weighting ``lambda(t)``:
+
+    L = E_t E_{x0, eps} lambda(t) || s_theta(x_t, t) + eps / sigma_t ||^2
+      = E_t E_{x0, eps} (lambda(t) / sigma_t^2) || eps_theta(x_t, t) - eps ||^2,
+
+written through the eps form so that every parametrization (eps, score, x0, v) and every
+process share one implementation. Weightings:
+
+* ``"simple"``: ``lambda = sigma_t^2``, the eps-MSE of DDPM (Ho et al. 2020, Eq. 14);
+* ``"sigma2"``: NCSN's ``lambda(sigma) = sigma^2`` (Song & Ermon 2019, Eq. 6): the same
+  objective in score form, kept as a name because papers use it;
+* ``"likelihood"``: ``lambda = g(t)^2`` (Song et al. 2021b, "Maximum likelihood training",
+  Thm. 1), optionally with importance sampling of ``t`` from ``p(t) ~ g(t)^2 / sigma_t^2``;
+* ``"native"``: MSE on the parametrization's own target (eps, x0 or v; for score models,
+  ``"simple"``).
+"""
 
 from __future__ import annotations
 
@@ -12,45 +29,107 @@ from .errors import OptionError
 from .shapes import append_dims, rand, randn
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .process import ForwardProcess
     from .score_model import ScoreModel
+
+WEIGHTINGS = ("auto", "simple", "sigma2", "likelihood", "native")
+REDUCTIONS = ("mean", "sum")
+
+
+def likelihood_time_density(process: "ForwardProcess", n_grid: int = 2048, device: torch.device | str | None = None,
+                            dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
+    """Grid ``t``, unnormalised density ``w(t) = g(t)^2 / sigma_t^2`` and its normalised CDF.
+
+    Used to importance-sample ``t`` for the likelihood weighting (Song et al. 2021b, Sec. 5).
+    The grid is geometric near ``t_min`` where ``w`` is largest (``~ 1/t`` for VP).
+    """
+    t0, t1 = float(process.t_min), float(process.t_max)
+    s_min = float(process.marginal(torch.tensor([t0], dtype=dtype, device=device))[1][0])
+    if not s_min > 0:
+        raise OptionError(
+            f"{type(process).__name__} has sigma_t = 0 at t_min = {t0:g}, where g^2/sigma^2 is not integrable: "
+            "importance sampling for the likelihood weighting needs a process with t_min > 0 "
+            "(e.g. create_process('ve', t_min=1e-5))"
+        )
+    u = torch.linspace(0.0, 1.0, n_grid, dtype=dtype, device=device)
+    t = t0 * (t1 / t0) ** u
+    with torch.no_grad():
+        _, s = process.marginal(t)
+        w = process.g2(t) / (s * s).clamp_min(torch.finfo(dtype).tiny)
+    w = torch.nan_to_num(w, nan=0.0, posinf=0.0)
+    area = 0.5 * (w[1:] + w[:-1]) * (t[1:] - t[:-1])
+    cdf = torch.cat([torch.zeros(1, dtype=dtype, device=device), torch.cumsum(area, 0)])
+    return t, w, cdf / cdf[-1]
+
+
+def sample_importance_time(process: "ForwardProcess", n: int, generator: torch.Generator | None,
+                           device: torch.device | str | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``t ~ p(t) ~ g^2 / sigma^2`` by inverse-CDF on a grid, and ``1 / p(t)`` (for unbiased weights)."""
+    grid, w, cdf = likelihood_time_density(process, device=device)
+    u = rand((n,), generator, device, torch.float64)
+    idx = torch.searchsorted(cdf, u).clamp(1, grid.numel() - 1)
+    c0, c1 = cdf[idx - 1], cdf[idx]
+    frac = ((u - c0) / (c1 - c0).clamp_min(1e-300)).clamp(0, 1)
+    t = grid[idx - 1] + frac * (grid[idx] - grid[idx - 1])
+    area = float((0.5 * (w[1:] + w[:-1]) * (grid[1:] - grid[:-1])).sum())
+    _, s = process.marginal(t)
+    density = (process.g2(t) / (s * s)) / area
+    return t.to(dtype), (1.0 / density).to(dtype)
 
 
 def denoising_score_matching(
     score_model: "ScoreModel",
     x0: Tensor,
     generator: torch.Generator | None = None,
+    weighting: str = "auto",
     reduction: str = "mean",
+    importance_sampling: bool = False,
 ) -> Tensor:
-    """Denoising score matching with ``t ~ U[t_min, t_max]`` (Song et al. 2021, Eq. 7).
-
-    The regression target is the model's own parametrization (``eps``: the simple loss of
-    Ho et al. 2020, Eq. 14; ``x0``, ``v``); a ``score`` model is trained on
-    ``|| sigma_t s_theta + eps ||^2``, i.e. Eq. 7 with ``lambda(t) = sigma_t^2``.
+    """Denoising score-matching loss on a batch (see the module docstring for the weightings).
 
     Args:
         score_model: the model to train.
         x0: data batch, shape ``(batch, *dims)``.
         generator: random source for ``t`` and ``eps``.
+        weighting: ``"auto"``, ``"simple"``, ``"sigma2"``, ``"likelihood"`` or ``"native"``
+            (``"auto"`` = ``"native"``, i.e. ``"simple"`` for eps and score models).
         reduction: ``"mean"`` or ``"sum"`` over data dimensions (always mean over the batch).
+        importance_sampling: with ``"likelihood"``, draw ``t`` from ``p(t) ~ g^2/sigma^2`` and
+            weight by ``1/p(t)`` (lower variance; Song et al. 2021b).
 
     Returns:
         Scalar loss.
     """
-    if reduction not in ("mean", "sum"):
+    if weighting not in WEIGHTINGS:
+        raise OptionError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+    if reduction not in REDUCTIONS:
         raise OptionError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if importance_sampling and weighting != "likelihood":
+        raise OptionError("importance_sampling applies to weighting='likelihood' only")
     process = score_model.process
     n = x0.shape[0]
-    t0, t1 = float(process.t_min), float(process.t_max)
-    t = t0 + (t1 - t0) * rand((n,), generator, x0.device, x0.dtype)
-    eps = randn(x0.shape, generator, x0.device, x0.dtype)
-    xt, _ = process.perturb(x0, t, noise=eps)
-    out = score_model.network_output(xt, t)
-    a, s = (append_dims(v, x0.ndim) for v in process.marginal(t))
     kind = score_model.parametrization
-    if kind == "score":
-        err = s * out + eps
+    if weighting == "auto":
+        weighting = "native"
+    if weighting == "native" and kind in ("eps", "score"):
+        weighting = "simple"
+    per_t_weight: Tensor | None = None
+    if importance_sampling:
+        t, per_t_weight = sample_importance_time(process, n, generator, x0.device, x0.dtype)
     else:
+        t = process.sample_training_time(n, generator, x0.device, x0.dtype)
+    eps = randn(x0.shape, generator, x0.device, x0.dtype)
+    a_, s_ = process.marginal(t)
+    a, s = append_dims(a_, x0.ndim), append_dims(s_, x0.ndim)
+    xt = a * x0 + s * eps
+    out = score_model.network_output(xt, t)
+    if weighting == "native":
         err = out - P.target(kind, x0, eps, a, s)
-    per_sample = err.pow(2).reshape(n, -1)
-    per_sample = per_sample.mean(1) if reduction == "mean" else per_sample.sum(1)
+    else:
+        err = P.to_eps(kind, out, xt, a, s) - eps
+    sq = err.pow(2).reshape(n, -1)
+    per_sample = sq.mean(1) if reduction == "mean" else sq.sum(1)
+    if weighting == "likelihood":
+        w = process.g2(t) / (s_ * s_)
+        per_sample = per_sample * (w * per_t_weight if per_t_weight is not None else w)
     return per_sample.mean()

@@ -212,6 +212,17 @@ class ForwardProcess(nn.Module):
         flat = x.reshape(x.shape[0], -1)
         return -0.5 * (flat * flat).sum(1) / (s * s) - d * (torch.log(s) + 0.5 * math.log(2 * math.pi))
 
+    def sample_training_time(self, n: int, generator: torch.Generator | None = None,
+                             device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Times for denoising score matching: ``t ~ U[t_min, t_max]`` (Song et al. 2021, Eq. 7).
+
+        Discrete-time methods override this (DDPM draws ``t = i/N``, NCSN one of its levels).
+        """
+        from .shapes import rand
+
+        t0, t1 = float(self.t_min), float(self.t_max)
+        return t0 + (t1 - t0) * rand((n,), generator, device, dtype)
+
     def network_condition(self, t: Tensor) -> Tensor:
         """What the network is conditioned on at time ``t`` (the ``t_cond`` of ``net(x, t_cond)``).
 
