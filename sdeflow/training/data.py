@@ -1,0 +1,113 @@
+"""Training data sources: a tensor, an iterable of tensors, or a distribution with ``sample``."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import Tensor
+
+from ..errors import ShapeError
+
+
+class BatchSource:
+    """Yields training batches in a seeded, resumable order.
+
+    * A tensor ``(N, *dims)``: shuffled without replacement each epoch by a dedicated
+      ``torch.Generator``; the permutation and position are part of :meth:`state`, so a resumed
+      run sees exactly the batches the uninterrupted run would have seen.
+    * An object with ``sample(n, generator)`` (e.g. :class:`sdeflow.GaussianMixture`): fresh
+      samples from the same generator.
+    * Any other iterable of tensors (or of tuples whose first item is the batch): iterated,
+      restarted when exhausted (its order is the iterable's own; resuming skips consumed batches).
+
+    Args:
+        data: the data.
+        batch_size: batch size for tensors and distributions.
+        seed: seed of the data generator.
+        device: where batches are moved.
+        dtype: floating dtype of the batches (``None`` keeps the data's).
+    """
+
+    def __init__(self, data: Any, batch_size: int, seed: int = 0, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.data, self.batch_size, self.device, self.dtype = data, int(batch_size), torch.device(device), dtype
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.perm: Tensor | None = None
+        self.pos = 0
+        self.epoch = 0
+        self.consumed = 0  # batches drawn from an iterable
+        self._iter: Iterator[Any] | None = None
+        if isinstance(data, Tensor):
+            if data.ndim < 2 or data.shape[0] < 1:
+                raise ShapeError(f"training data must have shape (N, *dims) with N >= 1, got {tuple(data.shape)}")
+            self.kind = "tensor"
+        elif hasattr(data, "sample") and callable(data.sample):
+            self.kind = "distribution"
+        elif isinstance(data, Iterable):
+            self.kind = "iterable"
+        else:
+            raise TypeError(f"training data must be a tensor (N, *dims), an iterable of tensors or an object with "
+                            f"sample(n, generator); got {type(data).__name__}")
+
+    def _to(self, x: Any) -> Tensor:
+        if isinstance(x, (tuple, list)):
+            x = x[0]
+        if not isinstance(x, Tensor) or x.ndim < 2:
+            raise ShapeError(f"each training batch must be a tensor (batch, *dims), got "
+                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        return x.to(device=self.device, dtype=self.dtype or (x.dtype if x.is_floating_point() else torch.float32))
+
+    def next(self) -> Tensor:
+        """The next batch."""
+        if self.kind == "tensor":
+            n = self.data.shape[0]
+            if self.perm is None or self.pos >= n:
+                if self.perm is not None:
+                    self.epoch += 1
+                self.perm = torch.randperm(n, generator=self.generator)
+                self.pos = 0
+            idx = self.perm[self.pos:self.pos + self.batch_size]
+            self.pos += idx.numel()
+            return self._to(self.data[idx])
+        if self.kind == "distribution":
+            return self._to(self.data.sample(self.batch_size, generator=self.generator))
+        for _ in range(2):
+            if self._iter is None:
+                self._iter = iter(self.data)
+            try:
+                batch = next(self._iter)
+                self.consumed += 1
+                return self._to(batch)
+            except StopIteration:
+                self._iter = None
+                self.epoch += 1
+        raise ValueError("the training data iterable is empty")
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """``(tensors, scalars)`` that restore the order exactly."""
+        tensors = {"generator": self.generator.get_state()}
+        if self.perm is not None:
+            tensors["perm"] = self.perm
+        return tensors, {"pos": self.pos, "epoch": self.epoch, "consumed": self.consumed, "kind": self.kind}
+
+    def load_state(self, tensors: dict[str, Tensor], scalars: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        self.generator.set_state(tensors["generator"])
+        self.perm = tensors.get("perm")
+        self.pos, self.epoch = int(scalars["pos"]), int(scalars["epoch"])
+        if self.kind == "iterable":
+            self._iter = iter(self.data)
+            skip = int(scalars["consumed"]) % max(1, _len_or_inf(self.data))
+            for _ in range(skip):
+                next(self._iter)
+            self.consumed = int(scalars["consumed"])
+
+
+def _len_or_inf(data: Any) -> int:
+    try:
+        return len(data)
+    except TypeError:
+        return 2**62

@@ -1,0 +1,345 @@
+"""``Trainer``: the training loop for any :class:`sdeflow.ScoreModel`."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import NonFiniteError, OptionError
+from ..score_model import ScoreModel
+from .checkpoint import Checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .data import BatchSource
+from .ema import EMA
+
+LossFn = Callable[[ScoreModel, Tensor, torch.Generator], Tensor]
+Callback = Callable[["Trainer", int], None]
+OPTIMIZERS = ("adam", "adamw", "sgd")
+PRECISIONS = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Training options.
+
+    Attributes:
+        steps: optimiser steps to run in total (a resumed run continues to this count).
+        batch_size: batch size (for tensor and distribution data).
+        lr: peak learning rate.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        betas, weight_decay, momentum: optimiser hyper-parameters.
+        warmup_steps: linear learning-rate warm-up from ``lr / warmup_steps`` to ``lr``.
+        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
+        ema_decay: decay of the weights' EMA (``None``: no EMA).
+        seed: seeds the data order and the loss's time/noise draws (two generators).
+        log_every: how often the running loss is read back from the device, checked for NaN
+            and shown on the progress bar.
+        eval_every: how often the callbacks run (0: never).
+        checkpoint_every: how often a checkpoint is written (0: only at the end; needs ``out_dir``).
+        keep_checkpoints: how many checkpoints to keep.
+        precision: ``"auto"`` (bf16 autocast on CUDA when supported, else full precision),
+            ``"off"``, ``"bf16"`` or ``"fp16"`` (CUDA only, with gradient scaling).
+        progress: show a progress bar with the running loss.
+    """
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = 0.999
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+    precision: str = "auto"
+    progress: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`OptionError` for values out of range."""
+        if self.optimizer not in OPTIMIZERS:
+            raise OptionError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("steps", "batch_size", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise OptionError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "keep_checkpoints"):
+            if int(getattr(self, name)) < 0:
+                raise OptionError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise OptionError(f"lr must be positive, got {self.lr}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise OptionError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise OptionError(f"ema_decay must lie in [0, 1) or be None, got {self.ema_decay}")
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns: the step reached, logged losses, wall time."""
+
+    step: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Trains a :class:`sdeflow.ScoreModel` on its default objective (or ``loss_fn``).
+
+    The loop is a plain PyTorch loop: sample a batch, compute the loss, backward, clip, step,
+    update the EMA. The loss is read back from the device only every ``log_every`` steps
+    (accumulated on the device in between), so the loop does not synchronise every step; a
+    NaN/Inf loss is detected at that point, before any checkpoint is written, and raises
+    :class:`NonFiniteError` naming the first bad step. The last good checkpoint stays.
+
+    Args:
+        score_model: the model (its ``parameters()`` include a learned schedule, if any).
+        data: a tensor ``(N, *dims)``, an iterable of tensors, or an object with
+            ``sample(n, generator)`` (see :class:`BatchSource`).
+        config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields.
+        out_dir: checkpoint folder (``None``: no checkpoints).
+        loss_fn: ``loss_fn(score_model, x0, generator) -> scalar`` (default:
+            ``score_model.loss``).
+        callbacks: called as ``callback(trainer, step)`` every ``eval_every`` steps.
+    """
+
+    def __init__(self, score_model: ScoreModel, data: Any, config: TrainConfig | None = None,
+                 out_dir: str | Path | None = None, loss_fn: LossFn | None = None,
+                 callbacks: Sequence[Callback] = (), **overrides: Any) -> None:
+        cfg = config or TrainConfig()
+        unknown = set(overrides) - set(asdict(cfg))
+        if unknown:
+            raise OptionError(f"unknown training option(s) {sorted(unknown)}; valid: {', '.join(asdict(cfg))}")
+        cfg = TrainConfig(**{**asdict(cfg), **overrides})
+        cfg.validate()
+        self.config, self.model = cfg, score_model
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.loss_fn = loss_fn or (lambda m, x, g: m.loss(x, generator=g))
+        self.callbacks = list(callbacks)
+        self.device = score_model.device
+        self.data = BatchSource(data, cfg.batch_size, seed=cfg.seed, device=self.device,
+                                dtype=score_model.dtype)
+        gen_device = self.device if self.device.type == "cuda" else "cpu"
+        self.noise_generator = torch.Generator(device=gen_device).manual_seed(cfg.seed + 1)
+        params = [p for p in score_model.parameters() if p.requires_grad]
+        if not params:
+            raise OptionError("the score model has no trainable parameters")
+        self.optimizer = self._make_optimizer(params)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.ema = EMA(score_model, cfg.ema_decay) if cfg.ema_decay is not None else None
+        self.step = 0
+        self.losses: list[tuple[int, float]] = []
+        self.autocast_dtype = self._autocast_dtype()
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+
+    # ------------------------------------------------------------------ setup helpers
+    def _make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        c = self.config
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def _lr_factor(self, step: int) -> float:
+        w = self.config.warmup_steps
+        return 1.0 if w <= 0 else min(1.0, (step + 1) / w)
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        p, dev = self.config.precision, self.device.type
+        if p == "off" or (p == "auto" and dev != "cuda"):
+            return None
+        if p == "fp16":
+            if dev != "cuda":
+                raise OptionError("precision='fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
+            return torch.float16
+        if p == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16
+
+    # ------------------------------------------------------------------ the loop
+    def train_step(self, x0: Tensor) -> Tensor:
+        """One optimiser step on batch ``x0``; returns the (device) loss without synchronising."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+                loss = self.loss_fn(self.model, x0, self.noise_generator)
+        else:
+            loss = self.loss_fn(self.model, x0, self.noise_generator)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return loss.detach()
+
+    def fit(self, steps: int | None = None) -> TrainResult:
+        """Train until ``steps`` (default ``config.steps``) optimiser steps are done in total."""
+        total = int(steps if steps is not None else self.config.steps)
+        c = self.config
+        start = time.perf_counter()
+        bar = None
+        if c.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=self.step, desc="train", leave=False)
+        running = torch.zeros((), device=self.device, dtype=torch.float64)
+        bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
+        window = 0
+        try:
+            while self.step < total:
+                loss = self.train_step(self.data.next())
+                finite = torch.isfinite(loss)
+                bad_step = torch.where((bad_step < 0) & ~finite, torch.full_like(bad_step, self.step), bad_step)
+                running += loss.to(torch.float64)
+                window += 1
+                at_log = self.step % c.log_every == 0 or self.step == total
+                at_ckpt = self.out_dir is not None and c.checkpoint_every and self.step % c.checkpoint_every == 0
+                if at_log or at_ckpt:
+                    self._check_finite(bad_step)
+                    mean = float(running) / window
+                    self.losses.append((self.step, mean))
+                    running.zero_()
+                    window = 0
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{mean:.4g}")
+                if at_ckpt:
+                    self.save()
+                if c.eval_every and self.step % c.eval_every == 0:
+                    for cb in self.callbacks:
+                        cb(self, self.step)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        self._check_finite(bad_step)
+        if self.out_dir is not None and (not c.checkpoint_every or self.step % c.checkpoint_every):
+            self.save()
+        return TrainResult(self.step, list(self.losses), time.perf_counter() - start)
+
+    def _check_finite(self, bad_step: Tensor) -> None:
+        k = int(bad_step)
+        if k >= 0:
+            raise NonFiniteError(
+                f"training loss became NaN/Inf at step {k + 1} (learning rate {self.config.lr:g}); "
+                "no checkpoint was written after it"
+                + (f"; the last good checkpoint is in {self.out_dir}" if self.out_dir else "")
+                + ". Lower the learning rate, enable grad_clip, or check the data for NaN."
+            )
+
+    # ------------------------------------------------------------------ EMA access
+    def ema_model(self) -> ScoreModel:
+        """A copy of the score model with the EMA weights (the model itself when EMA is off)."""
+        return self.ema.averaged_model(self.model) if self.ema is not None else self.model  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Everything needed to resume: ``(tensors, manifest)``."""
+        tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        opt = self.optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for idx, st in opt["state"].items():
+            for key, val in st.items():
+                if isinstance(val, Tensor):
+                    tensors[f"optim.{idx}.{key}"] = val
+                else:
+                    scalars.setdefault(str(idx), {})[key] = val
+        data_t, data_s = self.data.state()
+        tensors.update({f"data.{k}": v for k, v in data_t.items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.noise"] = self.noise_generator.get_state()
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda{i}"] = s
+        manifest = {
+            "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+            "scheduler": self.scheduler.state_dict() | {"lr_lambdas": None},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema_updates": self.ema.num_updates if self.ema is not None else None,
+            "data": data_s,
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()},
+            "losses": self.losses[-1000:],
+            "model_class": type(self.model.network).__name__,
+            "process_class": type(self.model.process).__name__,
+            "parametrization": self.model.parametrization,
+        }
+        return tensors, manifest
+
+    def save(self) -> Path:
+        """Write a checkpoint of the current step atomically; returns the manifest path."""
+        if self.out_dir is None:
+            raise OptionError("Trainer was built without out_dir: nowhere to save checkpoints")
+        tensors, manifest = self.state_tensors()
+        path = save_checkpoint(self.out_dir, self.step, tensors, manifest)
+        prune_checkpoints(self.out_dir, self.config.keep_checkpoints)
+        return path
+
+    def resume(self, path: str | Path | None = None) -> int:
+        """Restore the newest valid checkpoint in ``path`` (default ``out_dir``) or the given file.
+
+        Returns:
+            The step resumed from (0 if ``path`` is the output folder and it holds none yet).
+        """
+        target = Path(path) if path is not None else self.out_dir
+        if target is None:
+            raise OptionError("resume() needs a checkpoint path or a Trainer out_dir")
+        if target.is_dir() and not any(target.glob("step_*.json")):
+            return 0
+        self.load_state(load_checkpoint(target))
+        return self.step
+
+    def load_state(self, ckpt: Checkpoint) -> None:
+        """Restore model, EMA, optimiser, scheduler, data order, RNG and step from ``ckpt``."""
+        m = ckpt.manifest
+        self.model.load_state_dict(ckpt.section("model"))
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt.section("ema"), m["ema_updates"] or 0)
+        state: dict[Any, dict[str, Any]] = {}
+        for key, val in ckpt.section("optim").items():
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = val.to(self.device) if name != "step" else val
+        for idx, vals in m["optimizer"]["scalars"].items():
+            state.setdefault(int(idx), {}).update(vals)
+        self.optimizer.load_state_dict({"state": state, "param_groups": m["optimizer"]["param_groups"]})
+        sched = dict(m["scheduler"])
+        sched.pop("lr_lambdas", None)
+        self.scheduler.load_state_dict(sched | {"lr_lambdas": [None]})
+        if self.scaler is not None and m.get("scaler"):
+            self.scaler.load_state_dict(m["scaler"])
+        self.data.load_state(ckpt.section("data"), m["data"])
+        torch.set_rng_state(ckpt.tensors["rng.torch"])
+        self.noise_generator.set_state(ckpt.tensors["rng.noise"])
+        if torch.cuda.is_available():
+            states = [ckpt.tensors[k] for k in sorted(ckpt.tensors) if k.startswith("rng.cuda")]
+            if states:
+                torch.cuda.set_rng_state_all(states)
+        self.step = int(m["step"])
+        self.losses = [tuple(x) for x in m.get("losses", [])]  # type: ignore[misc]
+
+
