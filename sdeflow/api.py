@@ -28,17 +28,21 @@ def _create(kind: str, name: str, options: dict[str, Any]) -> Any:
     mgr = get_manager()
     comp = mgr.registry.get(kind, name)
     mgr.check_usable(kind, name)
+    known = comp.options()
+    listing = ", ".join(f"{k}" + ("" if v is inspect.Parameter.empty else f"={v!r}") for k, v in known.items())
     if not comp.accepts_any_option():
-        known = comp.options()
         bad = sorted(set(options) - set(known))
         if bad:
-            listing = ", ".join(
-                f"{k}" + ("" if v is inspect.Parameter.empty else f"={v!r}") for k, v in known.items()
-            )
             raise OptionError(
                 f"{kind} {name!r} (plugin {comp.source!r}) got unknown option(s) {', '.join(bad)}; "
                 f"valid options: {listing or '(none)'}"
             )
+    missing = [k for k, v in known.items() if v is inspect.Parameter.empty and k not in options]
+    if missing:
+        raise OptionError(
+            f"{kind} {name!r} (plugin {comp.source!r}) needs option(s) {', '.join(missing)}, e.g. "
+            f"create_{kind}({name!r}, {missing[0]}=...); valid options: {listing}"
+        )
     return comp.factory(**options), comp
 
 

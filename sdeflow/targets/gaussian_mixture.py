@@ -278,6 +278,9 @@ class ExactMixtureScoreModel(ScoreModel):
         if not self.exact_prior:
             return super().prior_sample(shape, generator, device, dtype)
         pt = self.marginal_mixture(float(self.process.t_max))
+        if int(torch.Size(tuple(shape)[1:]).numel()) != pt.dim:
+            raise ShapeError(f"the mixture has dimension {pt.dim}: sample shape must be (n, {pt.dim}) (or (n, *dims) "
+                             f"with {pt.dim} values each), got {tuple(shape)}")
         x = pt.sample(int(shape[0]), generator)
         return x.reshape(tuple(shape)).to(device=device or self.device, dtype=dtype or self.dtype)
 
