@@ -14,7 +14,8 @@ from .score_model import ScoreModel
 from .shapes import append_dims
 from .marginal_process import MarginalDefinedProcess
 
-from .api import component_options, create_model, create_process, create_sampler, list_plugins  # noqa: E402
+from .api import (component_options, create_component, create_model, create_process, create_sampler,
+                  list_components, list_plugins)  # noqa: E402
 from .plugin_manager import register_plugin, reload_plugins, unregister_plugin  # noqa: E402
 from .targets import GaussianMixture  # noqa: E402
 
@@ -29,6 +30,8 @@ __all__ = [
     "ScoreModel",
     "append_dims",
     "component_options",
+    "create_component",
+    "list_components",
     "create_model",
     "create_process",
     "create_sampler",

@@ -10,13 +10,25 @@ from torch import nn
 from .errors import OptionError, PluginError
 from .plugin_manager import get_manager
 from .process import ForwardProcess
+from .registry import CONTRACT_KINDS
 from .sampler import Sampler
 
 
 def list_plugins() -> dict[str, list[str]]:
     """Names of every registered component by kind: ``{"process": [...], "model": [...], "sampler": [...]}``."""
     reg = get_manager().registry
+    return {kind: reg.names(kind) for kind in CONTRACT_KINDS}
+
+
+def list_components() -> dict[str, list[str]]:
+    """Like :func:`list_plugins`, with every component kind (also ``predictor`` and ``corrector``)."""
+    reg = get_manager().registry
     return {kind: reg.names(kind) for kind in reg.components}
+
+
+def create_component(kind: str, name: str, **options: Any) -> Any:
+    """Build any registered component (e.g. ``create_component("corrector", "langevin", snr=0.16)``)."""
+    return _create(kind, name, options)[0]
 
 
 def component_options(kind: str, name: str) -> dict[str, Any]:

@@ -30,3 +30,15 @@ def sdeflow_register_models(registry) -> None:  # type: ignore[no-untyped-def]
 def sdeflow_register_samplers(registry) -> None:  # type: ignore[no-untyped-def]
     """Register samplers: ``registry.add(name, factory)`` where ``factory(**options)`` returns a
     :class:`sdeflow.Sampler`."""
+
+
+@hookspec
+def sdeflow_register_predictors(registry) -> None:  # type: ignore[no-untyped-def]
+    """Register predictor steps for the ``pc`` sampler (Song et al. 2021, Alg. 1-2):
+    ``registry.add(name, factory)``."""
+
+
+@hookspec
+def sdeflow_register_correctors(registry) -> None:  # type: ignore[no-untyped-def]
+    """Register corrector steps for the ``pc`` sampler (Song et al. 2021, Alg. 1-2):
+    ``registry.add(name, factory)``."""

@@ -13,7 +13,11 @@ KINDS: dict[str, str] = {
     "process": "sdeflow_register_processes",
     "model": "sdeflow_register_models",
     "sampler": "sdeflow_register_samplers",
+    "predictor": "sdeflow_register_predictors",
+    "corrector": "sdeflow_register_correctors",
 }
+#: the kinds listed by :func:`sdeflow.list_plugins` (the public contract)
+CONTRACT_KINDS: tuple[str, ...] = ("process", "model", "sampler")
 
 
 @dataclass(frozen=True)
