@@ -223,6 +223,14 @@ class ForwardProcess(nn.Module):
         t0, t1 = float(self.t_min), float(self.t_max)
         return t0 + (t1 - t0) * rand((n,), generator, device, dtype)
 
+    def discrete_times(self) -> Tensor | None:
+        """Times of a discrete-time method's chain or noise levels, descending (``None`` here).
+
+        DDPM returns ``t_i = i/N``, NCSN its levels; samplers that walk a grid (ancestral,
+        annealed Langevin) use it by default.
+        """
+        return None
+
     def network_condition(self, t: Tensor) -> Tensor:
         """What the network is conditioned on at time ``t`` (the ``t_cond`` of ``net(x, t_cond)``).
 
