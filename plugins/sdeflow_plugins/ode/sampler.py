@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import torch
@@ -29,9 +30,16 @@ class ODESampler(Sampler):
         steps: equal steps of a fixed-grid method (default 100).
         denoise: finish with the posterior mean ``E[x_0 | x_{t_end}]`` (one more evaluation).
         t_end: final time (default: the process's ``t_min``).
-        options: further torchdiffeq options (e.g. ``{"max_num_steps": 10_000}``).
-        check_finite: raise :class:`sdeflow.errors.NonFiniteError` naming the time where the
-            score first became NaN/Inf.
+        options: further torchdiffeq options (e.g. ``{"max_num_steps": 10_000}``, or
+            ``{"max_order": 4}`` for the Adams methods: with torchdiffeq's default order of up to
+            12, ``explicit_adams`` is unstable on stiff fields such as VE's).
+        check_finite: raise :class:`sdeflow.errors.NonFiniteError` naming the time (and, for
+            fixed-grid methods, the step) where the score first became NaN/Inf.
+
+    The initial samples come from ``score_model.prior_sample`` (the process's marginal at
+    ``t_max``; exact ``p_{t_max}`` for an exact mixture model). Adaptive methods are made to step
+    exactly to ``t_end`` and every evaluation time is clamped into ``[t_min, t_max]``, so the
+    score is never asked for outside the process's interval.
     """
 
     name = "ode"
@@ -56,7 +64,7 @@ class ODESampler(Sampler):
         self.method, self.steps = method, steps
         self.rtol = DEFAULT_TOL if rtol is None else float(rtol)
         self.atol = DEFAULT_TOL if atol is None else float(atol)
-        self.denoise, self.t_end, self.options, self.check_finite = bool(denoise), t_end, options, bool(check_finite)
+        self.denoise, self.t_end, self.solver_options, self.check_finite = bool(denoise), t_end, options, bool(check_finite)
 
     @property
     def order(self) -> float:  # type: ignore[override]
@@ -71,8 +79,11 @@ class ODESampler(Sampler):
         steps = (self.steps or DEFAULT_FIXED_STEPS) if fixed else None
         evaluator = ScoreEvaluator(score_model, self.check_finite)
         field = FlowField(process.probability_flow(evaluator), process, shape[0])
-        where = f"sampler 'ode' (method={self.method!r})"
+        where = f"sampler 'ode' (method={self.method!r}" + (f", steps={steps})" if fixed else ")")
+        dtype, device = score_model.dtype, score_model.device
         count = [0]
+        starts: list[int] = []  # evaluations made before each step began (host ints, no sync)
+        integration_nfe = [0]  # evaluations made by the solver (the rest: final denoising)
         observer = None
         if callback is not None or progress or return_trajectory:
             observer = StepObserver(callback, progress, return_trajectory, total=t_start - t_end,
@@ -81,16 +92,25 @@ class ODESampler(Sampler):
         def on_step(t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
             # torchdiffeq calls this before each (accepted) step with the state it starts from
             count[0] += 1
+            starts.append(evaluator.nfe)
             if observer is not None and count[0] > 1:
                 observer.observe(count[0] - 1, t0, y0)
 
+        def step_of(t: float) -> str:
+            # the step during which the first non-finite evaluation happened (fixed grids only)
+            first = evaluator.first_nonfinite()
+            k = first[1] if first is not None else 0
+            if k > integration_nfe[0]:
+                return f"the final denoising after step {steps} of {steps}"
+            return f"step {max(1, bisect.bisect_left(starts, k))} of {steps}"
+
         with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, score_model.device, score_model.dtype)
+            x = score_model.prior_sample(shape, generator, device, dtype)
             if observer is not None:
-                observer.observe(0, torch.tensor(t_start), x)
+                observer.observe(0, torch.tensor(t_start, dtype=x.dtype, device=x.device), x)
             try:
                 x = integrate_ode(field, x, t_start, t_end, self.method, steps, self.rtol, self.atol,
-                                  self.options, on_step)
+                                  self.solver_options, on_step)
             except (AssertionError, RuntimeError) as exc:
                 if evaluator.first_nonfinite() is not None:
                     evaluator.raise_if_nonfinite(where)
@@ -101,11 +121,12 @@ class ODESampler(Sampler):
             finally:
                 if observer is not None:
                     observer.close()
+            integration_nfe[0] = evaluator.nfe
             if observer is not None:
-                observer.observe(count[0], torch.tensor(t_end), x)
+                observer.observe(count[0], torch.tensor(t_end, dtype=x.dtype, device=x.device), x)
             if self.denoise:
                 x = denoise(score_model, evaluator, x, t_end)
-        evaluator.raise_if_nonfinite(where, samples=x)
+        evaluator.raise_if_nonfinite(where, step_of if fixed else None, samples=x)
         traj, times = observer.trajectory() if observer is not None else (None, None)
         return SampleResult(samples=x, nfe=evaluator.nfe, steps=steps if fixed else count[0],
                             trajectory=traj, times=times)

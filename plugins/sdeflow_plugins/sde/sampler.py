@@ -12,6 +12,13 @@ from sdeflow.integrators.evaluator import ScoreEvaluator
 from sdeflow.integrators.sde import SDE_METHODS, SDE_STRONG_ORDER, ReverseSDEStepTime, integrate_sde
 
 BROWNIAN = ("fast", "interval")
+#: score evaluations per step of each torchsde method on this SDE (diagonal noise; drift
+#: evaluations only: the diffusion needs no score). SRK (SRID2) re-evaluates the drift at its
+#: earlier stages inside every later stage: 1 + 2 + 3 + 4 = 10 evaluations per step.
+NFE_PER_STEP = {"euler": 1, "milstein": 1, "srk": 10, "euler_heun": 1, "heun": 2, "midpoint": 2,
+                "reversible_heun": 1, "log_ode": 2}
+#: evaluations before the first step (reversible Heun evaluates the drift at the initial state)
+NFE_SETUP = {"reversible_heun": 1}
 
 
 class SDESampler(Sampler):
@@ -24,13 +31,20 @@ class SDESampler(Sampler):
         steps: number of equal steps (default 1000 when neither ``steps`` nor ``dt`` is given).
         dt: step size instead of ``steps``; rounded so that all steps are equal.
         brownian: ``"fast"`` draws increments from the generator (cheapest); ``"interval"``
-            uses a torchsde ``BrownianInterval`` so that one seed gives the same Brownian path at
-            every step count (for strong-error studies). ``log_ode`` always uses ``"interval"``.
+            uses a dyadic torchsde ``BrownianInterval`` so that one seed gives the same Brownian
+            path at every step count (strong-error and order studies; fastest when ``steps`` is a
+            power of two). ``log_ode`` needs Levy areas and always uses a ``BrownianInterval``.
         denoise: replace the final state by the posterior mean ``E[x_0 | x_{t_end}]``
             (the noise-removal step of Song et al. 2021; on by default as there).
         t_end: final time (default: the process's ``t_min``).
         check_finite: raise :class:`sdeflow.errors.NonFiniteError` naming the step and time
             where the score first became NaN/Inf.
+
+    Cost per step in score evaluations: :data:`NFE_PER_STEP` (``srk`` takes 10). Strong order on
+    this additive noise: :data:`sdeflow.integrators.sde.SDE_STRONG_ORDER`. ``reversible_heun``
+    is not dissipative (it can be run backwards), so on the strongly contracting reverse
+    dynamics of a narrow data distribution its parasitic mode grows like
+    ``exp(int |d drift / dx| dt)``: prefer ``heun``/``midpoint`` there.
     """
 
     name = "sde"
@@ -75,10 +89,12 @@ class SDESampler(Sampler):
             bm = self._brownian((batch, dim), generator, dtype, device, t_start - t_end, n)
             on_step = None
             if observer is not None:
-                observer.observe(0, torch.tensor(t_start), x)
+                t_kw = dict(dtype=x.dtype, device=x.device)
+                observer.observe(0, torch.tensor(t_start, **t_kw), x)
 
                 def on_step(k: int, y: torch.Tensor) -> None:
-                    observer.observe(k + 1, torch.tensor(t_start - (k + 1) * sde.h), y.reshape(shape))
+                    t_k = t_end if k + 1 == n else t_start - (k + 1) * sde.h
+                    observer.observe(k + 1, torch.tensor(t_k, **t_kw), y.reshape(shape))
 
             try:
                 y = integrate_sde(sde, x.reshape(batch, dim), self.method, bm, on_step)
@@ -88,9 +104,23 @@ class SDESampler(Sampler):
             x = y.reshape(shape)
             if self.denoise:
                 x = denoise(score_model, evaluator, x, t_end)
-        evaluator.raise_if_nonfinite(where, sde.step_of_time, samples=x)
+        evaluator.raise_if_nonfinite(where, lambda t: self._step_of(evaluator, sde, n, t), samples=x)
         traj, times = observer.trajectory() if observer is not None else (None, None)
         return SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=times)
+
+    def _step_of(self, evaluator: ScoreEvaluator, sde: ReverseSDEStepTime, n: int, t: float) -> str:
+        """The step of the first non-finite score evaluation, from its evaluation number (exact:
+        torchsde's fixed-step methods evaluate the drift a fixed number of times per step), or
+        from its time for a method without an entry in :data:`NFE_PER_STEP`."""
+        first = evaluator.first_nonfinite()
+        per = NFE_PER_STEP.get(self.method)
+        if first is None or per is None:
+            return sde.step_of_time(t)
+        j = first[1] - NFE_SETUP.get(self.method, 0)  # 1-based evaluation count within the steps
+        step = max(1, (j - 1) // per + 1)
+        if step > n:
+            return f"the final denoising after step {n} of {n}"
+        return f"step {step} of {n}"
 
     def _brownian(self, size: tuple[int, int], generator: torch.Generator | None, dtype: torch.dtype,
                   device: torch.device, span: float, n: int):  # type: ignore[no-untyped-def]
@@ -98,5 +128,6 @@ class SDESampler(Sampler):
             return StepNoise(size, generator, dtype, device)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device if generator else "cpu"))
         levy = "foster" if self.method == "log_ode" else "space-time"
-        return ScaledBrownian(span, n, size, seed, dtype, device, levy)
+        # log_ode needs Levy area (StepNoise has none): a plain interval unless the path must be shared
+        return ScaledBrownian(span, n, size, seed, dtype, device, levy, consistent=self.brownian == "interval")
 
