@@ -18,17 +18,20 @@ from .api import (component_options, create_component, create_model, create_proc
                   list_components, list_plugins)  # noqa: E402
 from .plugin_manager import register_plugin, reload_plugins, unregister_plugin  # noqa: E402
 from .targets import GaussianMixture  # noqa: E402
+from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ForwardProcess",
     "GaussianMixture",
+    "LikelihoodResult",
     "MarginalDefinedProcess",
     "SampleResult",
     "Sampler",
     "ScoreModel",
     "append_dims",
+    "bits_per_dim",
     "component_options",
     "create_component",
     "list_components",
@@ -37,6 +40,7 @@ __all__ = [
     "create_sampler",
     "hookimpl",
     "list_plugins",
+    "log_likelihood",
     "register_plugin",
     "reload_plugins",
     "unregister_plugin",
