@@ -44,12 +44,23 @@ class Sampler:
     * ``stochastic``: the sampler injects noise (SDE, ancestral, Langevin).
     * ``requires_gaussian_marginals``: it uses ``alpha_t``, ``sigma_t`` of the process.
     * ``order``: its nominal (deterministic/strong) order of convergence, if any.
+
+    A sampler whose capabilities depend on its options (``ode``'s order on its method, ``ddim``
+    stochastic for ``eta > 0``, ``pc`` on its components) overrides them with properties;
+    :meth:`capabilities` reports an instance's. :meth:`options` lists the constructor options
+    and their defaults; the attribute names ``options`` and ``capabilities`` are reserved.
     """
 
     name: ClassVar[str] = ""
     stochastic: ClassVar[bool] = False
     requires_gaussian_marginals: ClassVar[bool] = False
     order: ClassVar[float | None] = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("options", "capabilities"):
+            raise AttributeError(f"{type(self).__name__}: the attribute name {name!r} is reserved for "
+                                 f"Sampler.{name}(); store the value under another name")
+        super().__setattr__(name, value)
 
     def sample(
         self,
@@ -103,11 +114,22 @@ class Sampler:
 
     @classmethod
     def options(cls) -> dict[str, Any]:
-        """Constructor options and their defaults."""
+        """Constructor options and their defaults (``inspect.Parameter.empty`` for a required one).
+
+        Works on the class and on instances: ``create_sampler("ode").options()`` and
+        ``type(sampler).options()`` agree.
+        """
         sig = inspect.signature(cls.__init__)
-        return {p.name: p.default for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY
-                or (p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD)}
+        return {p.name: p.default for p in sig.parameters.values()
+                if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+    def capabilities(self) -> dict[str, Any]:
+        """This instance's capabilities: ``{"stochastic", "order", "requires_gaussian_marginals"}``."""
+        order = self.order
+        return {"stochastic": bool(self.stochastic), "order": None if order is None else float(order),
+                "requires_gaussian_marginals": bool(self.requires_gaussian_marginals)}
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.options() if hasattr(self, k))
+        vals = ((k, getattr(self, k)) for k in self.options() if hasattr(self, k))
+        opts = ", ".join(f"{k}={v!r}" for k, v in vals if not inspect.ismethod(v))
         return f"{type(self).__name__}({opts})"

@@ -1,0 +1,14 @@
+"""Plugin ``ddim``: DDIM (deterministic for eta=0, stochastic for eta>0) for any Gaussian-marginal process."""
+
+import sdeflow
+
+from .sampler import DDIMSampler
+
+
+@sdeflow.hookimpl
+def sdeflow_register_samplers(registry):  # type: ignore[no-untyped-def]
+    """Register ``ddim``."""
+    registry.add("ddim", DDIMSampler)
+
+
+__all__ = ["DDIMSampler"]

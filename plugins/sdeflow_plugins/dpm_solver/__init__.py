@@ -1,0 +1,14 @@
+"""Plugin ``dpm_solver``: DPM-Solver++ (2M/3M multistep, data prediction) for any Gaussian-marginal process."""
+
+import sdeflow
+
+from .sampler import DPMSolverSampler
+
+
+@sdeflow.hookimpl
+def sdeflow_register_samplers(registry):  # type: ignore[no-untyped-def]
+    """Register ``dpm_solver``."""
+    registry.add("dpm_solver", DPMSolverSampler)
+
+
+__all__ = ["DPMSolverSampler"]

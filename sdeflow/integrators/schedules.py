@@ -1,0 +1,194 @@
+"""Step schedules of the fast ODE samplers (DDIM, DPM-Solver++, EDM Heun) for any Gaussian-marginal process.
+
+Everything here goes through the process's ``marginal`` (``alpha_t``, ``sigma_t``), ``log_snr``
+and ``t_from_log_snr``, never through a specific process class. Grids are built once, before
+the sampling loop, in float64 on the host.
+
+Notation: ``log_snr(t) = log(alpha_t^2 / sigma_t^2)`` (Kingma et al. 2021, Eq. 2); DPM-Solver's
+``lambda_t = log(alpha_t / sigma_t)`` is half of it (Lu et al. 2022, Sec. 3.1); EDM's noise
+level of the scaled variable ``x / alpha_t`` is ``sigma_t / alpha_t = exp(-log_snr / 2)``
+(Karras et al. 2022, Eq. 4 with ``s(t) = alpha_t``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import OptionError
+from ..process import ForwardProcess
+from .grids import reverse_grid
+
+#: step schedules: uniform in ``t``, uniform in log-SNR, uniform in ``sqrt(t)`` (DPM-Solver's
+#: ``time_quadratic``), or the process's own discrete times (DDPM's chain, NCSN's levels)
+SCHEDULES: tuple[str, ...] = ("time_uniform", "logSNR", "time_quadratic", "chain")
+#: EDM's smallest noise level ``sigma / alpha`` (Karras et al. 2022, Table 1): where a schedule
+#: uniform in log-SNR or in ``sigma^(1/rho)`` must stop short of a ``t_end`` with ``sigma = 0``
+EDM_SIGMA_MIN = 0.002
+
+
+def _host_dtype(process: ForwardProcess) -> torch.dtype:
+    """float64, unless the process has floating parameters of another dtype (a learned schedule)."""
+    for p in process.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float64
+
+
+def _eval(process: ForwardProcess, times: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(alpha, sigma, log_snr)`` of ``process`` at float64 host ``times``, returned as float64 on the host."""
+    dev = next((b.device for b in list(process.parameters()) + list(process.buffers())), torch.device("cpu"))
+    t = times.to(device=dev, dtype=_host_dtype(process))
+    with torch.no_grad():
+        a, s = process.marginal(t)
+        lam = process.log_snr(t)
+    return tuple(v.detach().to("cpu", torch.float64) for v in (a, s, lam))  # type: ignore[return-value]
+
+
+def _log_snr_to_t(process: ForwardProcess, lam: Tensor) -> Tensor:
+    dev = next((b.device for b in list(process.parameters()) + list(process.buffers())), torch.device("cpu"))
+    with torch.no_grad():
+        t = process.t_from_log_snr(lam.to(device=dev, dtype=_host_dtype(process)))
+    return t.detach().to("cpu", torch.float64)
+
+
+def scaled_sigma(process: ForwardProcess, t: Tensor) -> Tensor:
+    """EDM's noise level of ``x / alpha_t``: ``sigma_t / alpha_t = exp(-log_snr(t) / 2)``
+    (Karras et al. 2022, Eq. 4 and Table 1 with ``s(t) = alpha_t``); 0 where ``sigma_t = 0``."""
+    return torch.exp(-0.5 * _eval(process, t.to(torch.float64))[2])
+
+
+def t_from_scaled_sigma(process: ForwardProcess, sigma: Tensor) -> Tensor:
+    """Inverse of :func:`scaled_sigma` through ``t_from_log_snr(-2 log sigma)``."""
+    return _log_snr_to_t(process, -2.0 * torch.log(sigma.to(torch.float64)))
+
+
+def last_finite_time(process: ForwardProcess, t_start: float, t_end: float) -> float:
+    """``t_end`` if its log-SNR is finite, else the time where ``sigma_t / alpha_t`` equals EDM's
+    ``sigma_min = 0.002`` (Karras et al. 2022, Table 1): the last time a log-SNR- or
+    ``sigma^(1/rho)``-uniform schedule can reach before the final step to ``sigma = 0``."""
+    ends = torch.tensor([t_start, t_end], dtype=torch.float64)
+    lam = _eval(process, ends)[2]
+    if not math.isfinite(float(lam[0])):
+        raise OptionError(f"{type(process).__name__} has log-SNR {float(lam[0])} at t={t_start:g}; a log-SNR or "
+                          "EDM schedule needs a finite log-SNR at the start")
+    if math.isfinite(float(lam[1])):
+        return float(t_end)
+    t = float(t_from_scaled_sigma(process, torch.tensor([EDM_SIGMA_MIN], dtype=torch.float64))[0])
+    if not t_end < t < t_start:
+        raise OptionError(f"cannot place the last finite-noise time of {type(process).__name__}: "
+                          f"sigma/alpha = {EDM_SIGMA_MIN} maps to t={t:g}, outside ({t_end:g}, {t_start:g})")
+    return t
+
+
+def solver_times(process: ForwardProcess, t_start: float, t_end: float, steps: int, schedule: str) -> Tensor:
+    """Descending times ``t_start = t_0 > ... > t_K = t_end`` (float64, ``K = steps``).
+
+    * ``"time_uniform"``: uniform in ``t`` (DDIM's "linear" skip, Song et al. 2021a, App. C.2).
+    * ``"logSNR"``: uniform in ``lambda_t`` (DPM-Solver, Lu et al. 2022, Sec. 3.3). When
+      ``sigma_{t_end} = 0`` (VE at ``t = 0``) the log-SNR there is infinite: ``K - 1`` intervals
+      uniform in log-SNR reach :func:`last_finite_time`, and the last step goes to ``t_end``.
+    * ``"time_quadratic"``: uniform in ``sqrt(t)`` (DPM-Solver's code, ``t_order = 2``; DDIM's
+      "quadratic" skip).
+    * ``"chain"``: the process's own discrete times (DDPM's chain, NCSN's levels) evenly strided
+      (:func:`sdeflow.integrators.grids.reverse_grid`); it may hold fewer than ``steps`` steps
+      when the chain is shorter.
+    """
+    if schedule not in SCHEDULES:
+        raise OptionError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    k = int(steps)
+    if schedule == "chain":
+        if process.discrete_times() is None:
+            raise OptionError(f"schedule 'chain' needs a process with its own discrete times (ddpm, ncsn); "
+                              f"{type(process).__name__} has none: use one of "
+                              f"{', '.join(s for s in SCHEDULES if s != 'chain')}")
+        return reverse_grid(process, t_start, t_end, k, default_steps=k)
+    if schedule == "time_uniform":
+        grid = torch.linspace(t_start, t_end, k + 1, dtype=torch.float64)
+    elif schedule == "time_quadratic":
+        grid = torch.linspace(math.sqrt(t_start), math.sqrt(t_end), k + 1, dtype=torch.float64) ** 2
+    else:
+        t_fin = last_finite_time(process, t_start, t_end)
+        n = k if t_fin == t_end else k - 1
+        if n < 1:
+            return torch.tensor([t_start, t_end], dtype=torch.float64)
+        lam = _eval(process, torch.tensor([t_start, t_fin], dtype=torch.float64))[2]
+        inner = _log_snr_to_t(process, torch.linspace(float(lam[0]), float(lam[1]), n + 1, dtype=torch.float64))
+        inner[0], inner[-1] = t_start, t_fin
+        grid = inner if n == k else torch.cat([inner, torch.tensor([t_end], dtype=torch.float64)])
+    grid[0], grid[-1] = t_start, t_end
+    return grid
+
+
+def edm_times(process: ForwardProcess, t_start: float, t_end: float, steps: int, rho: float = 7.0,
+              sigma_min: float | None = None) -> tuple[Tensor, Tensor]:
+    """EDM's time steps (Karras et al. 2022, Eq. 5): noise levels of ``x / alpha_t``
+
+        sigma_i = (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
+
+    mapped to times with ``t_i = t_from_log_snr(-2 log sigma_i)``.
+
+    ``sigma_max`` is ``sigma / alpha`` at ``t_start`` (where the prior sample lives); ``sigma_min``
+    defaults to its value at ``t_end``, or EDM's 0.002 where that is 0 (VE at ``t = 0``). When ``sigma_min`` lies above
+    the level at ``t_end``, ``N = steps`` levels reach ``sigma_min`` and a last step goes to
+    ``t_end`` (EDM's ``sigma_N = 0``); otherwise the ``steps + 1`` levels end at ``t_end``.
+
+    Returns:
+        ``(times, sigmas)``, float64, ``steps + 1`` each, descending; ``sigmas[-1]`` may be 0.
+    """
+    ends = torch.tensor([t_start, t_end], dtype=torch.float64)
+    lam = _eval(process, ends)[2]
+    top, bottom = math.exp(-0.5 * float(lam[0])), math.exp(-0.5 * float(lam[1]))
+    if not math.isfinite(top):
+        raise OptionError(f"{type(process).__name__}: sigma/alpha is infinite at t={t_start:g} (alpha = 0); "
+                          "the EDM schedule needs a finite noise level at the start")
+    smax = top
+    smin = (bottom if bottom > 0 else EDM_SIGMA_MIN) if sigma_min is None else float(sigma_min)
+    tol = 1e-9 * top
+    if not (bottom - tol <= smin < smax):
+        raise OptionError(f"sigma_min must lie in the process's noise levels [{bottom:.6g}, {top:.6g}) "
+                          f"(sigma/alpha at t_end={t_end:g} and t_start={t_start:g}); got sigma_min={smin:.6g}")
+    to_end = smin <= bottom + tol  # the rho-schedule itself ends at t_end
+    n = steps + 1 if to_end else steps
+    if n < 2:
+        raise OptionError(f"the EDM schedule to sigma_min={smin:.6g} > sigma(t_end)={bottom:.6g} needs steps >= 2 "
+                          f"(one step to sigma_min, one to t_end); got steps={steps}")
+    i = torch.arange(n, dtype=torch.float64) / (n - 1)
+    sig = (smax ** (1 / rho) + i * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+    times = t_from_scaled_sigma(process, sig)
+    times[0] = t_start
+    if to_end:
+        times[-1], sig[-1] = t_end, bottom
+    else:
+        times = torch.cat([times, torch.tensor([t_end], dtype=torch.float64)])
+        sig = torch.cat([sig, torch.tensor([bottom], dtype=torch.float64)])
+    return times, sig
+
+
+@dataclass
+class GridCoefficients:
+    """``alpha``, ``sigma``, half log-SNR ``lambda = log(alpha / sigma)`` (Lu et al. 2022, Sec. 3.1) and
+    ``sigma / alpha`` of a process at the times of a grid, as float64 host tensors and Python lists
+    (the coefficients of every step are computed before the loop: no host sync inside it)."""
+
+    times: Tensor
+    alpha: list[float]
+    sigma: list[float]
+    lam: list[float]
+    scaled_sigma: list[float]
+
+    @classmethod
+    def of(cls, process: ForwardProcess, times: Tensor) -> "GridCoefficients":
+        """Evaluate the process's marginal and log-SNR at ``times`` (float64, descending)."""
+        a, s, ls = _eval(process, times.to(torch.float64))
+        lam = 0.5 * ls
+        bad = ~torch.isfinite(a) | ~torch.isfinite(s) | (a <= 0) | (s < 0)
+        if bool(bad.any()):
+            k = int(torch.nonzero(bad)[0])
+            raise OptionError(f"{type(process).__name__}: marginal (alpha, sigma) = ({float(a[k])}, {float(s[k])}) at "
+                              f"t={float(times[k]):g} is not usable (need alpha > 0, sigma >= 0)")
+        return cls(times.to(torch.float64), a.tolist(), s.tolist(), lam.tolist(),
+                   torch.exp(-ls).sqrt().tolist())
