@@ -84,7 +84,9 @@ class BatchSource:
             except StopIteration:
                 self._iter = None
                 self.epoch += 1
-        raise ValueError("the training data iterable is empty")
+        raise ValueError(f"the training data iterable ({type(self.data).__name__}) yielded no batch after "
+                         f"{self.consumed} batches; a one-shot iterator (a generator object) is exhausted after one "
+                         "pass: pass a re-iterable (a list, a DataLoader, or a class whose __iter__ starts a new pass)")
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """``(tensors, scalars)`` that restore the order exactly."""

@@ -30,6 +30,20 @@ class EMA:
             k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()
         }
         self._keys = list(self.shadow)
+        self._shadow_list = [self.shadow[k] for k in self._keys]
+        self._slots = _state_slots(model, self._keys)
+        self._model_id = id(model)
+
+    def _live(self, model: nn.Module) -> list[torch.Tensor]:
+        """The model's current tensors in ``_keys`` order, read from the owning modules' own
+        dictionaries (always the live objects, also after ``.to()`` replaced a buffer; no
+        ``state_dict()`` walk per step)."""
+        if id(model) != self._model_id:
+            self._slots, self._model_id = _state_slots(model, self._keys), id(model)
+        if self._slots is None:  # a module with custom state_dict entries: take the slow, general path
+            state = model.state_dict()
+            return [state[k].detach() for k in self._keys]
+        return [table[name].detach() for table, name in self._slots]
 
     def current_decay(self) -> float:
         """Decay used by the next update."""
@@ -42,11 +56,11 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         """One averaging step towards ``model``'s current weights."""
         d = self.current_decay()
-        state = model.state_dict()
-        shadow = [self.shadow[k] for k in self._keys]
-        current = [state[k].detach().to(self.shadow[k].dtype) for k in self._keys]
-        if shadow:
-            torch._foreach_lerp_(shadow, current, 1.0 - d)  # v += (1 - d) (theta - v), one fused pass
+        if self._shadow_list:
+            current = self._live(model)
+            if any(c.dtype != v.dtype for c, v in zip(current, self._shadow_list)):
+                current = [c.to(v.dtype) for c, v in zip(current, self._shadow_list)]
+            torch._foreach_lerp_(self._shadow_list, current, 1.0 - d)  # v += (1 - d) (theta - v), one fused pass
         self.num_updates += 1
 
     @torch.no_grad()
@@ -74,3 +88,20 @@ class EMA:
         for k in self.shadow:
             self.shadow[k].copy_(tensors[k])
         self.num_updates = int(num_updates)
+
+
+def _state_slots(model: nn.Module, keys: list[str]) -> list[tuple[dict, str]] | None:
+    """For each ``state_dict`` key, the ``(module._parameters or module._buffers, name)`` holding it
+    (``None`` when some key is neither, e.g. a module that overrides ``_save_to_state_dict``)."""
+    slots: dict[str, tuple[dict, str]] = {}
+    for prefix, mod in model.named_modules(remove_duplicate=False):
+        head = f"{prefix}." if prefix else ""
+        for name, p in mod._parameters.items():
+            if p is not None:
+                slots.setdefault(head + name, (mod._parameters, name))
+        for name, b in mod._buffers.items():
+            if b is not None:
+                slots.setdefault(head + name, (mod._buffers, name))
+    if any(k not in slots for k in keys):
+        return None
+    return [slots[k] for k in keys]

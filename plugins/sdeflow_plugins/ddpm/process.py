@@ -9,7 +9,7 @@ from sdeflow import ForwardProcess, append_dims
 from sdeflow.shapes import rand
 
 from .schedules import make_betas
-from .spline import clamped_spline_moments, spline_eval
+from .spline import clamped_spline_moments, spline_coefficients, spline_value, spline_value_and_slope
 
 
 class DDPMProcess(ForwardProcess):
@@ -43,20 +43,28 @@ class DDPMProcess(ForwardProcess):
         spline_m = clamped_spline_moments(log_abar, -float(rates[0]), -float(rates[-1]))
         self.register_buffer("betas", betas, persistent=False)
         self.register_buffer("log_abar", log_abar, persistent=False)  # index i = time i/N
-        self.register_buffer("spline_m", spline_m, persistent=False)
+        # polynomial pieces of the spline, float64 whatever dtype the module is cast to (a plain
+        # attribute, copied to other devices on demand)
+        self._coef = spline_coefficients(log_abar, spline_m)
+        self._coef_by_device: dict[torch.device, Tensor] = {}
         self.t_min = 1.0 / self.num_steps
 
     # --- smooth log abar(t) through the chain's values ------------------------------------
+    def _coefficients(self, device: torch.device) -> Tensor:
+        if device == self._coef.device:
+            return self._coef
+        if device not in self._coef_by_device:
+            self._coef_by_device[device] = self._coef.to(device)
+        return self._coef_by_device[device]
+
     def log_alpha_bar_and_beta(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """``log abar(t)`` and ``beta(t) = -d log abar / dt`` from the clamped cubic spline."""
-        la = self.log_abar.to(t.device)
-        m = self.spline_m.to(t.device)
-        val, slope = spline_eval(t, la, m)
+        val, slope = spline_value_and_slope(t, self._coefficients(t.device))
         return val, -slope
 
     def log_alpha_bar(self, t: Tensor) -> Tensor:
         """``log abar(t)``: exactly ``sum_{j<=i} log(1 - beta_j)`` at ``t = i/N``, C^2 in between."""
-        return self.log_alpha_bar_and_beta(t)[0]
+        return spline_value(t, self._coefficients(t.device))
 
     def beta(self, t: Tensor) -> Tensor:
         """``beta(t) = -d log abar / dt``, close to ``N beta_{tN+1}`` (reference text 001)."""

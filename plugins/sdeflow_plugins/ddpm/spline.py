@@ -26,17 +26,47 @@ def clamped_spline_moments(y: Tensor, d0: float, d1: float) -> Tensor:
     return torch.linalg.solve(a, rhs)
 
 
-def spline_eval(t: Tensor, y: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
-    """Spline value ``S(t)`` and slope ``S'(t)`` for ``t`` in ``[0, 1]`` (float64 internally)."""
+def spline_coefficients(y: Tensor, m: Tensor) -> Tensor:
+    """Per-interval polynomial coefficients ``(c0, c1, c2, c3)``, shape ``(N, 4)``, float64, so that on
+    ``[t_i, t_{i+1}]`` with ``u = t - t_i`` the spline is ``c0 + c1 u + c2 u^2 + c3 u^3``.
+
+    Expanding the moment form ``S = M_i (h-u)^3/(6h) + M_{i+1} u^3/(6h) + C_i (h-u) + C_{i+1} u``
+    with ``C_k = y_k/h - M_k h/6`` gives ``c0 = y_i``, ``c1 = (y_{i+1} - y_i)/h - h (2 M_i + M_{i+1})/6``,
+    ``c2 = M_i / 2``, ``c3 = (M_{i+1} - M_i) / (6 h)``.
+    """
+    y, m = y.to(torch.float64), m.to(torch.float64)
     n = y.numel() - 1
     h = 1.0 / n
+    yi, yj, mi, mj = y[:-1], y[1:], m[:-1], m[1:]
+    c1 = (yj - yi) / h - h * (2.0 * mi + mj) / 6.0
+    return torch.stack([yi, c1, 0.5 * mi, (mj - mi) / (6.0 * h)], dim=1)
+
+
+def _locate(t: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Interval index and offset ``u = t - t_i`` (float64) for ``t`` clamped into ``[0, 1]``."""
     tt = t.to(torch.float64).clamp(0.0, 1.0)
-    i = torch.floor(tt * n).clamp(max=n - 1).long()
-    left = tt - i.to(torch.float64) * h  # t - t_i
-    right = h - left  # t_{i+1} - t
-    yi, yj, mi, mj = y[i], y[i + 1], m[i], m[i + 1]
-    ci = yi / h - mi * h / 6.0
-    cj = yj / h - mj * h / 6.0
-    val = mi * right**3 / (6 * h) + mj * left**3 / (6 * h) + ci * right + cj * left
-    slope = -mi * right**2 / (2 * h) + mj * left**2 / (2 * h) - ci + cj
-    return val.to(t.dtype), slope.to(t.dtype)
+    i = torch.floor(tt * n).clamp_(max=n - 1)
+    return i.long(), tt - i / n
+
+
+def spline_value(t: Tensor, coef: Tensor) -> Tensor:
+    """Spline value ``S(t)`` for ``t`` in ``[0, 1]`` from :func:`spline_coefficients` (Horner, float64
+    internally, returned in ``t``'s dtype)."""
+    i, u = _locate(t, coef.shape[0])
+    c = coef[i]
+    return (c[:, 0] + u * (c[:, 1] + u * (c[:, 2] + u * c[:, 3]))).to(t.dtype).reshape(t.shape)
+
+
+def spline_value_and_slope(t: Tensor, coef: Tensor) -> tuple[Tensor, Tensor]:
+    """Spline value ``S(t)`` and slope ``S'(t)`` for ``t`` in ``[0, 1]`` (float64 internally)."""
+    i, u = _locate(t, coef.shape[0])
+    c = coef[i]
+    val = c[:, 0] + u * (c[:, 1] + u * (c[:, 2] + u * c[:, 3]))
+    slope = c[:, 1] + u * (2.0 * c[:, 2] + 3.0 * u * c[:, 3])
+    return val.to(t.dtype).reshape(t.shape), slope.to(t.dtype).reshape(t.shape)
+
+
+def spline_eval(t: Tensor, y: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """Spline value and slope from the knots ``y`` and moments ``m`` directly (builds the coefficients;
+    for repeated evaluation keep :func:`spline_coefficients` and call :func:`spline_value_and_slope`)."""
+    return spline_value_and_slope(t, spline_coefficients(y, m).to(t.device))
