@@ -134,7 +134,8 @@ def test_trainer_ema_matches_closed_form_over_the_trained_weights() -> None:
     got = torch.nn.utils.parameters_to_vector(ema_params.parameters()).detach()
     torch.testing.assert_close(got, ema_closed_form(thetas, 0.7, True), rtol=1e-12, atol=1e-12)
     assert tr.ema_model() is not tr.model
-    assert Trainer(make_model(), data2d(), ema_decay=None).ema_model() is not None
+    no_ema = Trainer(make_model(), data2d(), ema_decay=None)
+    assert no_ema.ema is None and no_ema.ema_model() is no_ema.model
 
 
 def test_ema_rejects_bad_decay() -> None:
@@ -214,9 +215,10 @@ def test_bad_training_data() -> None:
 
 
 def test_batches_take_the_models_dtype() -> None:
-    tr, rec = recorded(data2d(), steps=1, batch_size=4)
-    tr.model.to(F64)
-    tr2 = Trainer(make_model(dtype=F64), data2d(), steps=1, batch_size=4)
+    tr, rec = recorded(data2d().to(F64), steps=1, batch_size=4)  # float32 model, float64 data
+    tr.fit()
+    assert rec.batches[0].dtype == torch.float32
+    tr2 = Trainer(make_model(dtype=F64), data2d(), steps=1, batch_size=4)  # float64 model, float32 data
     tr2.fit()
     assert tr2.data.next().dtype == F64
 
