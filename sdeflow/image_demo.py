@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from .api import create_model, create_process, create_sampler
 from .errors import OptionError
-from .images import DIGITS_LEVELS, DIGITS_SIZE, DequantizedImages, load_digits_levels, save_image_grid, split_holdout
+from .images import (DIGITS_LEVELS, DIGITS_SIZE, DequantizedImages, levels_to_signed, load_digits_levels,
+                     save_image_grid, split_holdout)
 from .likelihood import bits_per_dim, dequantize, log_likelihood
 from .process import ForwardProcess
 from .score_model import ScoreModel
@@ -175,7 +176,10 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
         res = smp.sample(ema, (n_samples, 1, image_size, image_size), generator=gen)
     samples = res.samples.detach().cpu()
     in_range = float(((samples >= -1.05) & (samples <= 1.05)).to(torch.float64).mean())
-    grid = save_image_grid(samples, out / "grid.png", nrow=int(math.ceil(math.sqrt(n_samples))), upscale=4)
+    # the discrete image each sample stands for: its dequantization bin k = floor((z + 1) 17 / 2)
+    k = torch.floor((samples + 1.0) * (DIGITS_LEVELS / 2.0)).clamp(0, DIGITS_LEVELS - 1)
+    grid = save_image_grid(levels_to_signed(k, DIGITS_LEVELS - 1), out / "grid.png",
+                           nrow=int(math.ceil(math.sqrt(n_samples))), upscale=4)
 
     z = dequantize(test_levels[:n_eval], DIGITS_LEVELS, generator=torch.Generator().manual_seed(seed + 2))
     t0 = time.perf_counter()
