@@ -212,8 +212,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Select the components once per session."""
-    config.stash[_SPECS] = selected_components(config)
+    """Select the components once per session (a model whose input shape is unknown is a usage error)."""
+    specs = selected_components(config)
+    for spec in specs:
+        if spec.kind == "model":
+            model_shape(spec)
+    config.stash[_SPECS] = specs
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
