@@ -21,6 +21,7 @@ second.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -151,7 +152,8 @@ def test_api_references_import() -> None:
     assert not bad, "API references that do not resolve:\n" + "\n".join(bad)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (pip install -e '.[docs]')")
+@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None,
+                    reason="mkdocs is not installed (pip install -e '.[docs]')")
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     exe = shutil.which("mkdocs", path=os.path.dirname(sys.executable))
     cmd = [exe] if exe else [sys.executable, "-m", "mkdocs"]

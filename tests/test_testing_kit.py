@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import textwrap
+from typing import Callable
 
 import pytest
 import torch
@@ -123,7 +124,8 @@ class WrongInverseOU(kit.ReferenceOUProcess):
     (NoTimeCheckOU(), kit.check_process_time_validation, "expected TimeRangeError"),
     (WrongInverseOU(), kit.check_process_log_snr, "t_from_log_snr(log_snr(t)) vs t"),
 ], ids=lambda v: getattr(v, "__name__", type(v).__name__) if not isinstance(v, str) else "")
-def test_process_checks_catch_their_bug(process: sdeflow.ForwardProcess, check, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_process_checks_catch_their_bug(process: sdeflow.ForwardProcess, check: Callable[..., None],
+                                        message: str) -> None:
     with pytest.raises(AssertionError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check(process)
 
@@ -154,7 +156,8 @@ class EulerSampler(sdeflow.Sampler):
     def end_time(self, process: sdeflow.ForwardProcess) -> float:
         return float(process.t_min) if self.t_end is None else float(self.t_end)
 
-    def _sample(self, score_model, shape, generator, callback, progress, return_trajectory):  # type: ignore[no-untyped-def]
+    def _sample(self, score_model, shape, generator, callback, progress,  # type: ignore[no-untyped-def]
+                return_trajectory):
         process, nfe = score_model.process, 0
         t0, t1 = float(process.t_max), self.end_time(process)
         times = torch.linspace(t0, t1, self.steps + 1, dtype=score_model.dtype)

@@ -37,8 +37,8 @@ from ..integrators.brownian import StepNoise
 from ..process import ForwardProcess
 from ..score_model import ScoreModel
 from ..targets.gaussian_mixture import ExactMixtureScoreModel, GaussianMixture
-from .common import (F64, CheckNotApplicable, as_float64, assert_close, assert_moments, coeffs, frac_time, require_gaussian_marginals,
-                     time_grid)
+from .common import (F64, CheckNotApplicable, as_float64, assert_close, assert_moments, coeffs, frac_time,
+                     require_gaussian_marginals, time_grid)
 from .mixtures import MIXTURES, marginal_moments, mixture_1d, mixture_2d, reference_marginal
 
 
@@ -210,7 +210,8 @@ def check_process_shapes(process: ForwardProcess) -> None:
         assert p.probability_flow(zero_score).velocity(x, t).shape == x.shape, f"{name}: PF-ODE velocity shape"
     assert_close(p.drift(img, t).reshape(3, 16), p.drift(vec, t), f"{name}: drift of an image vs its flat vector",
                  rtol=0, atol=0)
-    assert p.diffusion(t).shape == (3,), f"{name}.diffusion(t) must have shape (batch,), got {tuple(p.diffusion(t).shape)}"
+    g_shape = tuple(p.diffusion(t).shape)
+    assert g_shape == (3,), f"{name}.diffusion(t) must have shape (batch,), got {g_shape}"
     a, s = p.marginal(t)
     assert a.shape == (3,) and s.shape == (3,), f"{name}.marginal(t) must return two (batch,) tensors"
     noise = torch.randn(3, 1, 4, 4, generator=gen, dtype=F64)
@@ -233,7 +234,8 @@ def check_process_marginal_finite(process: ForwardProcess) -> None:
     a, s = p.marginal(t)
     g = p.diffusion(t)
     for what, v in (("alpha_t", a), ("sigma_t", s), ("g(t)", g)):
-        assert torch.isfinite(v).all(), f"{name}: {what} is not finite on [t_min, t_max] (at t={t[~torch.isfinite(v)][:3].tolist()})"
+        bad = t[~torch.isfinite(v)][:3].tolist()
+        assert not bad, f"{name}: {what} is not finite on [t_min, t_max] (at t={bad})"
     assert (a > 0).all(), f"{name}: alpha_t must be positive on [t_min, t_max]"
     assert (s >= 0).all() and (g >= 0).all(), f"{name}: sigma_t and g(t) must be non-negative"
     assert (s[1:] > 0).all(), f"{name}: sigma_t must be positive after t_min"
@@ -316,7 +318,8 @@ def check_process_moment_equations(process: ForwardProcess, grid: int = 20001) -
                  rtol=1e-8, atol=1e-10)
 
 
-def check_process_forward_simulation(process: ForwardProcess, n: int = 10_000, steps: int = 500, seed: int = 1234) -> None:
+def check_process_forward_simulation(process: ForwardProcess, n: int = 10_000, steps: int = 500,
+                                     seed: int = 1234) -> None:
     """Simulate ``dx = f dt + g dw`` by Euler-Maruyama (torchsde) from ``x_{t_min} = alpha x_0 +
     sigma eps`` and compare mean and covariance with the closed form ``alpha_t m_0``,
     ``alpha_t^2 C_0 + sigma_t^2 I`` at four times (a 2-D mixture with a full covariance).

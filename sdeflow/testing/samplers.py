@@ -92,9 +92,11 @@ def check_sampler_interface(factory: SamplerFactory) -> None:
     assert "t_end" in opts, (f"{what}: a sampler takes a t_end option (the time where the reverse run stops; "
                              f"default the process's t_min); options: {list(opts)}")
     caps = sampler.capabilities()
-    assert set(caps) == {"stochastic", "order", "requires_gaussian_marginals"}, f"{what}: capabilities() keys {set(caps)}"
+    keys = {"stochastic", "order", "requires_gaussian_marginals"}
+    assert set(caps) == keys, f"{what}: capabilities() keys {set(caps)}, expected {keys}"
     assert isinstance(caps["stochastic"], bool), f"{what}: capabilities()['stochastic'] must be a bool"
-    assert isinstance(caps["requires_gaussian_marginals"], bool), f"{what}: 'requires_gaussian_marginals' must be a bool"
+    assert isinstance(caps["requires_gaussian_marginals"], bool), (
+        f"{what}: capabilities()['requires_gaussian_marginals'] must be a bool")
     assert caps["order"] is None or isinstance(caps["order"], float), f"{what}: 'order' must be a float or None"
     assert repr(sampler).startswith(cls.__name__), f"{what}: repr {repr(sampler)!r} must start with {cls.__name__}"
 
@@ -135,14 +137,17 @@ def check_sampler_contract(factory: SamplerFactory, process: ForwardProcess | No
         assert seen, f"{what}: the callback was never called"
         steps = [s for s, _, _ in seen]
         assert all(type(s) is int for s in steps), f"{what}: callback steps must be ints, got {steps[:5]}"
-        assert steps[0] == 0 and steps == sorted(steps), f"{what}: callback steps {steps[:8]}... must start at 0, in order"
+        assert steps[0] == 0 and steps == sorted(steps), (
+            f"{what}: callback steps {steps[:8]}... must start at 0, in order")
         assert math.isclose(seen[0][1], float(p.t_max), rel_tol=1e-6), f"{what}: first callback at t={seen[0][1]}"
         assert all(s == shape for _, _, s in seen), f"{what}: callback states must have the sample shape"
-        assert res.trajectory is not None and res.times is not None, f"{what}: return_trajectory=True gave no trajectory"
+        assert res.trajectory is not None and res.times is not None, (
+            f"{what}: return_trajectory=True gave no trajectory")
         k = res.trajectory.shape[0]
         assert tuple(res.trajectory.shape[1:]) == shape, f"{what}: trajectory shape {tuple(res.trajectory.shape)}"
         assert tuple(res.times.shape) == (k,), f"{what}: times shape {tuple(res.times.shape)}, expected ({k},)"
-        assert math.isclose(float(res.times[0]), float(p.t_max), rel_tol=1e-6), f"{what}: times[0]={float(res.times[0])}"
+        t0 = float(res.times[0])
+        assert math.isclose(t0, float(p.t_max), rel_tol=1e-6), f"{what}: times[0]={t0}, expected t_max"
     sampler = _build(factory)
     sm = RecordingScoreModel(gaussian_target(2), p)
     _expect_raises(ShapeError, lambda: sampler.sample(sm, (0, 2), _gen(0)), f"{_label(sampler)} with shape (0, 2)")
@@ -165,7 +170,8 @@ def check_sampler_reproducible(factory: SamplerFactory, process: ForwardProcess 
     a = sampler.sample(sm, (32, 2), _gen(5)).samples
     other = sampler.sample(sm, (32, 2), _gen(6)).samples
     b = sampler.sample(sm, (32, 2), _gen(5)).samples
-    assert torch.equal(a, b), f"{what}: two runs with generator seed 5 gave different samples (max diff {float((a - b).abs().max()):.3g})"
+    assert torch.equal(a, b), (f"{what}: two runs with generator seed 5 gave different samples "
+                               f"(max diff {float((a - b).abs().max()):.3g})")
     assert not torch.equal(a, other), f"{what}: generator seeds 5 and 6 gave identical samples"
 
 
@@ -191,7 +197,8 @@ def check_sampler_dtypes(factory: SamplerFactory, process: ForwardProcess | None
         out[dtype] = x.to(F64)
     diff = (out[F64].mean(0) - out[torch.float32].mean(0)).abs()
     se = torch.sqrt((out[F64].var(0) + out[torch.float32].var(0)) / n)
-    assert torch.all(diff <= 4 * se), f"{what}: float32 and float64 sample means differ by {diff.tolist()} (4 SE: {(4 * se).tolist()})"
+    assert torch.all(diff <= 4 * se), (f"{what}: float32 and float64 sample means differ by {diff.tolist()} "
+                                       f"(4 SE: {(4 * se).tolist()})")
 
 
 def _expected_law(target: GaussianMixture, p: ForwardProcess, t: float) -> tuple[Tensor, Tensor]:
@@ -203,8 +210,8 @@ def _no_denoise(sampler: Sampler) -> dict[str, Any]:
     return {"denoise": False} if "denoise" in sampler.options() else {}
 
 
-def check_sampler_t_end(factory: SamplerFactory, process: ForwardProcess | None = None, n: int = 4000, tol: float = 0.05,
-                frac: float = 0.3) -> None:
+def check_sampler_t_end(factory: SamplerFactory, process: ForwardProcess | None = None, n: int = 4000,
+                        tol: float = 0.05, frac: float = 0.3) -> None:
     """``t_end`` is respected: built with ``t_end`` a fraction ``frac`` of the way from ``t_min``
     to ``t_max`` (and ``denoise=False`` when it has that option), the sampler never evaluates the
     model below ``t_end``, its last callback and trajectory time is ``t_end``, and its samples
@@ -229,7 +236,8 @@ def check_sampler_t_end(factory: SamplerFactory, process: ForwardProcess | None 
     res = sampler.sample(sm, (n, 2), _gen(11), callback=lambda step, t, x: times.append(float(t)))
     slack = 1e-6 * (float(p.t_max) - float(p.t_min))
     assert sm.t_lo >= t_end - slack, f"{what}: the model was evaluated at t={sm.t_lo:.6g} < t_end"
-    assert math.isclose(times[-1], t_end, rel_tol=1e-6, abs_tol=slack), f"{what}: the last callback was at t={times[-1]:.6g}"
+    assert math.isclose(times[-1], t_end, rel_tol=1e-6, abs_tol=slack), (
+        f"{what}: the last callback was at t={times[-1]:.6g}")
     assert min(times) >= t_end - slack, f"{what}: a callback reported t={min(times):.6g} < t_end"
     mean, cov = _expected_law(target, p, t_end)
     assert_moments(res.samples, mean, cov, f"{what}: samples vs p_(t_end)", mean_slack=tol, cov_slack=tol)

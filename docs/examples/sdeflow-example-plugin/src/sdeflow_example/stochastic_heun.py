@@ -22,6 +22,7 @@ from torch import Tensor
 import sdeflow
 from sdeflow.integrators.common import StepObserver, check_positive_int, denoise, resolve_interval
 from sdeflow.integrators.evaluator import ScoreEvaluator
+from sdeflow.sampler import StepCallback
 from sdeflow.shapes import randn
 
 
@@ -47,7 +48,7 @@ class StochasticHeunSampler(sdeflow.Sampler):
         self.steps, self.denoise, self.t_end, self.check_finite = int(steps), bool(denoise), t_end, bool(check_finite)
 
     def _sample(self, score_model: sdeflow.ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> sdeflow.SampleResult:  # type: ignore[no-untyped-def]
+                callback: StepCallback | None, progress: bool, return_trajectory: bool) -> sdeflow.SampleResult:
         process = score_model.process
         t_start, t_end = resolve_interval(process, self.t_end)
         device, dtype = score_model.device, score_model.dtype
