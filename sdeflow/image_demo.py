@@ -120,14 +120,18 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
         minutes: wall-clock training budget when ``steps`` is ``None``.
         image_size: 8 (native) or larger: the digits' integer levels are padded with background
             (level 0), and bits/dim then counts the border pixels too.
-        sampler: any registered sampler name; ``sampler_options`` its options.
-        process_options, model_options: options of the process and of ``create_model("unet")``
-            (default ``cond_range``: the range of the process's ``network_condition``).
-        batch_size, lr: training batch size and Adam learning rate (warm-up 100 steps, EMA 0.999,
-            gradient clipping 1.0).
+        sampler: any registered sampler name.
+        sampler_options: its options.
+        process_options: options of the process.
+        model_options: options of ``create_model("unet")`` (default ``cond_range``: the range of
+            the process's ``network_condition``, see :func:`condition_range`).
+        batch_size: training batch size.
+        lr: Adam learning rate (warm-up 100 steps, EMA 0.999, gradient clipping 1.0).
         n_samples: images in the grid.
         n_eval: held-out digits whose bits/dim are computed (at most 360).
-        n_probes: Hutchinson probes per digit; rtol, atol: dopri5 tolerances of the likelihood ODE.
+        n_probes: Hutchinson probes per digit.
+        rtol: relative tolerance of dopri5 on the likelihood ODE.
+        atol: absolute tolerance of dopri5 on the likelihood ODE.
         seed: seeds initial weights, data order, noise, samples and probes.
         device: where to train.
         echo: where progress goes.

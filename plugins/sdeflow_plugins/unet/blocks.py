@@ -59,7 +59,8 @@ class ResBlock(nn.Module):
     Sec. 3, "AdaGN"). A 1x1 convolution maps the skip path when the channel count changes.
 
     Args:
-        in_channels, out_channels: channels of the input and output.
+        in_channels: channels of the input.
+        out_channels: channels of the output.
         emb_channels: size of the conditioning embedding.
         dropout: dropout probability before the second convolution.
         groups: requested group count of the norms (see :func:`group_count`).
