@@ -4,6 +4,7 @@ every registered process, and a CUDA/mixed-precision check (skipped without a GP
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 import sdeflow
 from sdeflow.errors import OptionError, ShapeError
 from sdeflow.images import DequantizedImages, load_digits, load_digits_levels
+from sdeflow.testing import check_model
 from sdeflow.training import Trainer
 from sdeflow_plugins.unet.blocks import AttentionBlock, group_count
 
@@ -112,13 +114,12 @@ def test_embedding_maps_cond_range_onto_unit_interval() -> None:
                           atol=1e-5)
 
 
-def test_samples_of_a_batch_are_processed_independently() -> None:
-    net = randomize_(unet(3, 16, base_channels=16, attention_resolutions=(8, 4))).eval()
-    x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    t = torch.rand(5, generator=torch.Generator().manual_seed(3))
-    full = net(x, t)
-    for i in (0, 3):
-        assert torch.allclose(net(x[i:i + 1], t[i:i + 1]), full[i:i + 1], atol=1e-5)
+@pytest.mark.parametrize("c,s,options", [(2, 8, {}), (3, 16, {"attention_resolutions": (8, 4), "num_heads": 2})])
+def test_model_conformance_kit(c: int, s: int, options: dict) -> None:
+    # the kit's model contract: shapes, dtype, t_cond dependence, finite loss gradients, batch
+    # independence (exactly zero gradient across samples), float64 vs float32 agreement
+    factory = functools.partial(sdeflow.create_model, "unet", in_channels=c, image_size=s, base_channels=8, **options)
+    check_model(factory, (3, c, s, s))
 
 
 def test_attention_block_matches_its_definition() -> None:
