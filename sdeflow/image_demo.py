@@ -139,6 +139,8 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
     Returns:
         An :class:`ImageDemoResult`.
     """
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise OptionError(f"steps must be a positive integer or None, got {steps!r}")
     if steps is None and not minutes > 0:
         raise OptionError(f"minutes must be positive when steps is None, got {minutes!r}")
     if image_size < DIGITS_SIZE:
@@ -181,8 +183,8 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
     samples = res.samples.detach().cpu()
     in_range = float(((samples >= -1.05) & (samples <= 1.05)).to(torch.float64).mean())
     # the discrete image each sample stands for: its dequantization bin k = floor((z + 1) 17 / 2)
-    k = torch.floor((samples + 1.0) * (DIGITS_LEVELS / 2.0)).clamp(0, DIGITS_LEVELS - 1)
-    grid = save_image_grid(levels_to_signed(k, DIGITS_LEVELS - 1), out / "grid.png",
+    sample_levels = torch.floor((samples + 1.0) * (DIGITS_LEVELS / 2.0)).clamp(0, DIGITS_LEVELS - 1)
+    grid = save_image_grid(levels_to_signed(sample_levels, DIGITS_LEVELS - 1), out / "grid.png",
                            nrow=int(math.ceil(math.sqrt(n_samples))), upscale=4)
 
     z = dequantize(test_levels[:n_eval], DIGITS_LEVELS, generator=torch.Generator().manual_seed(seed + 2))

@@ -43,6 +43,8 @@ def test_image_demo_bad_options(tmp_path: Path) -> None:
         run_image_demo(tmp_path, "vp", steps=1, image_size=4, **TINY)
     with pytest.raises(OptionError, match="minutes"):
         run_image_demo(tmp_path, "vp", minutes=0, **TINY)
+    with pytest.raises(OptionError, match="steps"):
+        run_image_demo(tmp_path, "vp", steps=0, **TINY)
     with pytest.raises(sdeflow.errors.UnknownComponentError, match="valid process names"):
         run_image_demo(tmp_path, "nope", steps=1, **TINY)
 
