@@ -90,7 +90,7 @@ def check_on_levels(x: Tensor, bins: int, data_range: tuple[float, float], tol: 
 
 
 #: below this bin width (in units of the scale) the bin mass is taken by the midpoint rule
-_NARROW = 1e-3
+_NARROW = 1e-5
 
 
 def _log_mass(a: Tensor, b: Tensor) -> Tensor:

@@ -113,7 +113,9 @@ def diffusion_loss(score_model: ScoreModel, x0: Tensor, generator: torch.Generat
     a_, s_ = process.alpha_sigma(gamma)
     a, s = append_dims(a_, x0.ndim), append_dims(s_, x0.ndim)
     xt = a * x0 + s * noise
-    eps_hat = P.to_eps(score_model.parametrization, score_model.network_output(xt, t), xt, a, s)
+    with process.reusing_schedule(t, (gamma, dgamma)):
+        out = score_model.network_output(xt, t)
+    eps_hat = P.to_eps(score_model.parametrization, out, xt, a, s)
     return 0.5 * dgamma * (noise - eps_hat).pow(2).reshape(n, -1).sum(1)
 
 

@@ -17,7 +17,8 @@ schedule (:mod:`sdeflow_plugins.vdm.schedule`), so drift and diffusion are exact
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+import contextlib
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -97,15 +98,32 @@ class VDMProcess(ForwardProcess):
         self.minimize_variance = bool(minimize_variance)
         self.antithetic = bool(antithetic)
         self.check_data = bool(check_data)
+        self._memo: tuple[Tensor, tuple[Tensor, Tensor]] | None = None  # see reusing_schedule
 
     # ------------------------------------------------------------------ the schedule
     def gamma(self, t: Tensor) -> Tensor:
         """``gamma(t) = -log SNR(t)`` (Kingma et al. 2021, Sec. 3.2), shape of ``t``."""
-        return self.schedule(t)
+        return self.gamma_and_derivative(t)[0]
 
     def gamma_and_derivative(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """``(gamma(t), gamma'(t))`` in closed form, each shaped like ``t``."""
+        """``(gamma(t), gamma'(t))`` in closed form, each shaped like ``t`` (inside
+        :meth:`reusing_schedule` for this very tensor ``t``, the values given there)."""
+        memo = self._memo
+        if memo is not None and memo[0] is t:
+            return memo[1]
         return self.schedule.gamma_and_derivative(t)
+
+    @contextlib.contextmanager
+    def reusing_schedule(self, t: Tensor, values: tuple[Tensor, Tensor]) -> Iterator[None]:
+        """Within the block, evaluations of the schedule at the tensor object ``t`` return ``values``
+        (``(gamma(t), gamma'(t))`` already computed, with their autograd graph): the loss evaluates
+        the schedule once per batch although the network's condition and the model's marginal ask
+        for it again."""
+        previous, self._memo = self._memo, (t, values)
+        try:
+            yield
+        finally:
+            self._memo = previous
 
     def endpoints(self, like: Tensor) -> tuple[Tensor, Tensor]:
         """``(gamma(0), gamma(1)) = (gamma_min, gamma_max)``, 0-d tensors of ``like``'s dtype/device."""
