@@ -4,7 +4,7 @@ Data take ``bins`` levels mapped onto ``data_range = (lo, hi)``: level ``k`` is
 ``x_k = lo + k Delta`` with ``Delta = (hi - lo) / (bins - 1)`` (8-bit images: ``bins = 256``,
 ``x in {-1, -1 + 2/255, ..., 1}``, reference text 003; sklearn's 8x8 digits: ``bins = 17``).
 
-The decoder (Kingma et al. 2021, Sec. 3.3 and Appendix C; reference text 003's discretisation)
+The decoder (Kingma et al. 2021, the generative model's ``p(x | z_0)``; reference text 003's discretisation)
 factorises over dimensions; each value's probability is the mass that the Gaussian
 ``N(z_0 / alpha_0, sigma_0^2 / alpha_0^2)`` puts on the value's bin,
 
@@ -118,7 +118,7 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, scale: Tensor | float
     ``p(x_k) = Phi((x_k + Delta/2 - mean)/scale) - Phi((x_k - Delta/2 - mean)/scale)`` for interior
     levels, ``Phi((lo + Delta/2 - mean)/scale)`` for ``k = 0`` and
     ``1 - Phi((hi - Delta/2 - mean)/scale)`` for ``k = bins - 1`` (reference text 003; Kingma et
-    al. 2021, Appendix C). Stable in the tails (``log_ndtr``, no ``log(0)`` for finite inputs).
+    al. 2021's ``p(x | z_0)``). Stable in the tails (``log_ndtr``, no ``log(0)`` for finite inputs).
 
     Args:
         x: data on the level grid, any shape.

@@ -1,7 +1,7 @@
 """The VDM variational lower bound: its three terms, the training loss and a bits/dim breakdown.
 
-Kingma et al. 2021 ("Variational Diffusion Models"), Sec. 4 (the VLB and its continuous-time
-limit) and Appendix C: for data ``x`` with ``D`` values,
+Kingma et al. 2021 ("Variational Diffusion Models"): the VLB and its continuous-time limit
+``T -> inf`` (reference text 003, Eqs. 1-3), for data ``x`` with ``D`` values,
 
     -log p(x) <= VLB(x) = D_KL(q(z_1 | x) || p(z_1))          prior term
                         + E_{q(z_0 | x)}[-log p(x | z_0)]      reconstruction term
@@ -90,7 +90,7 @@ def _check_batch(x0: Tensor) -> None:
 def diffusion_loss(score_model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None,
                    t: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
     """Continuous-time diffusion loss ``1/2 gamma'(t) ||eps - eps_hat(z_t; t)||^2`` per sample
-    (Kingma et al. 2021, Sec. 4, the ``T -> inf`` limit of the discrete-time loss).
+    (Kingma et al. 2021, the ``T -> inf`` limit of the discrete-time loss; reference text 003, Eq. 3).
 
     Args:
         score_model: a model on a :class:`VDMProcess` (any parametrization).

@@ -1,6 +1,6 @@
 """The VDM forward process: a variance-preserving diffusion defined by its noise schedule ``gamma(t)``.
 
-Kingma et al. 2021 ("Variational Diffusion Models"), Sec. 3: ``q(z_t | x) = N(alpha_t x, sigma_t^2 I)``
+Kingma et al. 2021 ("Variational Diffusion Models"), Eqs. 1-2: ``q(z_t | x) = N(alpha_t x, sigma_t^2 I)``
 with ``sigma_t^2 = sigmoid(gamma(t))``, ``alpha_t^2 = sigmoid(-gamma(t))`` and
 ``log SNR(t) = log(alpha_t^2 / sigma_t^2) = -gamma(t)``.
 
@@ -18,6 +18,7 @@ schedule (:mod:`sdeflow_plugins.vdm.schedule`), so drift and diffusion are exact
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
@@ -99,10 +100,17 @@ class VDMProcess(ForwardProcess):
         self.antithetic = bool(antithetic)
         self.check_data = bool(check_data)
         self._memo: tuple[Tensor, tuple[Tensor, Tensor]] | None = None  # see reusing_schedule
+        self._last: tuple | None = None  # the last evaluation without gradients (gamma_and_derivative)
+
+    def __getstate__(self) -> dict:
+        """Pickling (``torch.save`` of the module, deep copies) drops the evaluation caches."""
+        state = dict(self.__dict__)
+        state["_memo"] = state["_last"] = None
+        return state
 
     # ------------------------------------------------------------------ the schedule
     def gamma(self, t: Tensor) -> Tensor:
-        """``gamma(t) = -log SNR(t)`` (Kingma et al. 2021, Sec. 3.2), shape of ``t``."""
+        """``gamma(t) = -log SNR(t)`` (Kingma et al. 2021, Eq. 2 with the learned schedule), shape of ``t``."""
         return self.gamma_and_derivative(t)[0]
 
     def gamma_and_derivative(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,7 +119,18 @@ class VDMProcess(ForwardProcess):
         memo = self._memo
         if memo is not None and memo[0] is t:
             return memo[1]
-        return self.schedule.gamma_and_derivative(t)
+        if torch.is_grad_enabled():
+            return self.schedule.gamma_and_derivative(t)
+        # without gradients (samplers) the drift, diffusion, marginal and network condition of one
+        # step ask for the same time tensor: keep the last result, keyed by that very tensor object
+        # (a weak reference), its in-place version and the schedule parameters' versions
+        key = (t._version, tuple((id(p), p._version) for p in self.schedule.parameters()))
+        last = self._last
+        if last is not None and last[0]() is t and last[1] == key:
+            return last[2]
+        out = self.schedule.gamma_and_derivative(t)
+        self._last = (weakref.ref(t), key, out)
+        return out
 
     @contextlib.contextmanager
     def reusing_schedule(self, t: Tensor, values: tuple[Tensor, Tensor]) -> Iterator[None]:
@@ -159,7 +178,7 @@ class VDMProcess(ForwardProcess):
         return torch.sqrt(self.g2(t))
 
     def log_snr(self, t: Tensor) -> Tensor:
-        """``log SNR(t) = -gamma(t)`` exactly (Kingma et al. 2021, Sec. 3.2)."""
+        """``log SNR(t) = -gamma(t)`` exactly (Kingma et al. 2021, Eq. 2)."""
         return -self.gamma(t)
 
     def t_from_log_snr(self, lam: Tensor, iters: int = 40) -> Tensor:

@@ -1,7 +1,7 @@
 """VDM noise schedules ``gamma(t)``: the negative log-SNR, strictly increasing on ``[0, 1]``.
 
-Kingma et al. 2021 ("Variational Diffusion Models"), Sec. 3.2 and Appendix D ("noise schedule
-network"): ``sigma_t^2 = sigmoid(gamma(t))``, ``alpha_t^2 = sigmoid(-gamma(t))``,
+Kingma et al. 2021 ("Variational Diffusion Models"), the noise schedule of their model and
+Appendix H (the monotone network): ``sigma_t^2 = sigmoid(gamma(t))``, ``alpha_t^2 = sigmoid(-gamma(t))``,
 ``SNR(t) = exp(-gamma(t))``, with ``gamma(0) = gamma_min`` and ``gamma(1) = gamma_max``.
 
 Two schedules, both written as ``gamma(t) = gamma_min + (gamma_max - gamma_min) r(t)`` with an
@@ -153,7 +153,7 @@ class GammaSchedule(nn.Module):
 
 
 class LinearGamma(GammaSchedule):
-    """``gamma(t) = gamma_min + (gamma_max - gamma_min) t`` (Kingma et al. 2021, Sec. 3.2, the fixed
+    """``gamma(t) = gamma_min + (gamma_max - gamma_min) t`` (Kingma et al. 2021, the fixed
     linear log-SNR schedule; with ``learn_endpoints`` the official code's learnable-scalar schedule)."""
 
     def interior(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -170,7 +170,7 @@ class LinearGamma(GammaSchedule):
 
 
 class LearnedGamma(GammaSchedule):
-    """The monotone noise-schedule network of Kingma et al. 2021 (Appendix D; reference text 003's
+    """The monotone noise-schedule network of Kingma et al. 2021 (Appendix H; reference text 003's
     ``SNRNetwork``), normalised so that ``gamma(0) = gamma_min`` and ``gamma(1) = gamma_max`` exactly.
 
     Three linear layers with positive weights (``softplus`` of raw parameters):
