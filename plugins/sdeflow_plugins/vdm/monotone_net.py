@@ -113,7 +113,9 @@ def monotone_sums(t: Tensor, w1: Tensor, a: Tensor, d: Tensor, c: Tensor) -> tup
     Args:
         t: times, shape ``(n,)``.
         w1: positive 0-d slope of the linear part.
-        a, d, c: per-feature slopes (positive), offsets and output weights (positive), shape ``(H,)``.
+        a: per-feature slopes (positive), shape ``(H,)``.
+        d: per-feature offsets, shape ``(H,)``.
+        c: per-feature output weights (positive), shape ``(H,)``.
 
     Returns:
         ``N`` and ``S``, each of shape ``(n,)``.

@@ -72,7 +72,8 @@ class Endpoints(nn.Module):
     """``gamma_min`` and ``gamma_max = gamma_min + softplus(rho)`` (learned), or two constants.
 
     Args:
-        gamma_min, gamma_max: initial (or fixed) values, ``gamma_min < gamma_max``.
+        gamma_min: initial (or fixed) ``gamma(0)``.
+        gamma_max: initial (or fixed) ``gamma(1)``, larger than ``gamma_min``.
         learn: make them trainable parameters.
     """
 
@@ -106,7 +107,8 @@ class GammaSchedule(nn.Module):
     dtype of ``t`` (parameters are cast to it), so float64 callers get float64 schedules.
 
     Args:
-        gamma_min, gamma_max: ``gamma(0)`` and ``gamma(1)`` (initial values when learned).
+        gamma_min: ``gamma(0)`` (initial value when learned).
+        gamma_max: ``gamma(1)`` (initial value when learned).
         learn_endpoints: train ``gamma_min`` and ``gamma_max``.
     """
 
@@ -208,7 +210,8 @@ class LearnedGamma(GammaSchedule):
     a small perturbation): at initialisation ``r(t)`` is close to, not equal to, ``t``.
 
     Args:
-        gamma_min, gamma_max: endpoint values (initial values when learned).
+        gamma_min: ``gamma(0)`` (initial value when learned).
+        gamma_max: ``gamma(1)`` (initial value when learned).
         hidden: width ``H`` of ``l2`` (the paper: 1024).
         learn_endpoints: train ``gamma_min`` and ``gamma_max`` too.
     """
