@@ -24,10 +24,11 @@ processes).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -165,6 +166,20 @@ def _pick_device(device: torch.device | str | None, local_rank: int) -> torch.de
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank)
     return dev
+
+
+@contextlib.contextmanager
+def distributed_session(device: torch.device | str | None = None) -> Iterator[DistributedContext]:
+    """``with distributed_session(device) as ctx:`` -- :func:`init_distributed` under torchrun (a
+    one-process context otherwise); a process group started here is destroyed on exit, one that
+    was already running is left alone."""
+    started = launched_by_torchrun() and not dist.is_initialized()
+    ctx = init_distributed(device) if launched_by_torchrun() else DistributedContext(device=_pick_device(device, 0))
+    try:
+        yield ctx
+    finally:
+        if started:
+            shutdown_distributed()
 
 
 def current_context() -> DistributedContext | None:
