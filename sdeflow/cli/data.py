@@ -164,6 +164,7 @@ def resolve_data(name: str, options: dict[str, Any], dtype: torch.dtype, flag: s
                                      f"{listing or '(none)'}", param_hint=f"{flag}-opt")
         try:
             data = entry.build(dtype=dtype, **options)
+            shape = _sample_shape(data)  # draws once: options checked at sampling time fail here
         except (ValueError, TypeError) as exc:
             raise click.BadParameter(f"data set {name!r}: {exc}", param_hint=f"{flag}-opt") from exc
         target = data if isinstance(data, GaussianMixture) else None
@@ -171,7 +172,7 @@ def resolve_data(name: str, options: dict[str, Any], dtype: torch.dtype, flag: s
             # a fixed set drawn from an analytic mixture keeps its density
             base = entry.build(dtype=dtype, **{k: v for k, v in options.items() if k not in ("n", "sample_seed")})
             target = base if isinstance(base, GaussianMixture) else None
-        return ResolvedData(data, _sample_shape(data), {"name": name, "options": dict(options)}, target)
+        return ResolvedData(data, shape, {"name": name, "options": dict(options)}, target)
     if not _looks_like_file(name):
         listing = "; ".join(f"{e.name} ({e.description})" for e in dataset_entries())
         raise click.BadParameter(f"unknown data set {name!r}; valid names: {listing}; or a file ending in "
@@ -215,8 +216,11 @@ def load_array_file(path: Path, key: str | None = None, flag: str = "--data") ->
         else:
             import numpy as np
 
-            with np.load(path, allow_pickle=False) as loaded:
-                arrays = {k: loaded[k] for k in loaded.files} if suffix == ".npz" else {"": np.asarray(loaded)}
+            if suffix == ".npz":
+                with np.load(path, allow_pickle=False) as loaded:
+                    arrays = {k: loaded[k] for k in loaded.files}
+            else:
+                arrays = {"": np.load(path, allow_pickle=False)}
     except Exception as exc:  # noqa: BLE001 - torch/numpy raise many types for a bad file
         raise click.BadParameter(f"data file {path} cannot be read as {suffix}: {type(exc).__name__}: {exc}",
                                  param_hint=flag) from exc

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..parametrization import PARAMETRIZATIONS
-from .config import RunConfig, apply_overrides, load_config
+from .config import RunConfig, apply_overrides, coerce_training_value, load_config
 from .data import dataset_help, infer_model_options, resolve_data
 from .main import main
 from .options import (build_component, cli_errors, common_options, component_option, parse_assignments,
@@ -62,7 +62,7 @@ def train_command(config_path: str | None, process: str | None, process_opt: tup
       torchrun --nproc_per_node 2 -m sdeflow.cli train --config run.toml   # data-parallel
     """
     base = load_config(config_path) if config_path else RunConfig()
-    training = parse_assignments(train_opt, "--train-opt")
+    training = {k: coerce_training_value(k, v) for k, v in parse_assignments(train_opt, "--train-opt").items()}
     for key, val in (("steps", steps), ("batch_size", batch_size), ("lr", lr), ("checkpoint_every", checkpoint_every)):
         if val is not None:
             training[key] = val
