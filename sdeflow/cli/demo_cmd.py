@@ -26,4 +26,4 @@ def demo_command(out_dir: str, n: int, steps: int | None, quick: bool, progress:
     from ..demo import run_demo
 
     run_demo(out_dir, n=n, seed=resolve_seed(seed), quick=quick, echo=click.echo, steps=steps,
-             device=resolve_device(device or "cpu"), dtype=resolve_dtype(dtype), progress=progress)
+             device=resolve_device(device), dtype=resolve_dtype(dtype), progress=progress)
