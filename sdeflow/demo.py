@@ -33,7 +33,7 @@ from .score_model import ScoreModel
 #: (label, sampler name, options)
 FULL_CONFIGS: list[tuple[str, str, dict]] = [
     ("sde euler 500", "sde", {"method": "euler", "steps": 500}),
-    ("sde srk 100", "sde", {"method": "srk", "steps": 100}),
+    ("sde heun 100", "sde", {"method": "heun", "steps": 100}),
     ("ode dopri5 1e-5", "ode", {"method": "dopri5"}),
     ("ode rk4 25", "ode", {"method": "rk4", "steps": 25}),
     ("dpm_solver++ 2M 20", "dpm_solver", {"steps": 20}),
@@ -173,7 +173,7 @@ def run_demo(out_dir: str | Path = "demo_out", n: int = 4000, seed: int = 0, qui
     table = header + "\n\n" + format_table(rows, noise_floor)
     echo(table)
     _write_tables(out, rows, noise_floor, table, settings, n, seed)
-    _plot(out / "samples.png", reference, panels, len(configs))
+    _plot(out / "samples.png", reference, panels, len(configs), losses)
     echo(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'table.json'}, {out / 'samples.png'}, "
          f"{out / 'loss.png'}; sample the trained model again with: sdeflow sample {out / 'model'} --sampler heun")
     return rows
@@ -207,7 +207,8 @@ def _write_tables(out: Path, rows: list[DemoRow], noise_floor: float, table: str
     (out / "table.md").write_text(table + "\n")
 
 
-def _plot(path: Path, reference: torch.Tensor, panels: list[tuple[str, torch.Tensor]], ncols: int) -> None:
+def _plot(path: Path, reference: torch.Tensor, panels: list[tuple[str, torch.Tensor]], ncols: int,
+          losses: list[tuple[int, float]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,6 +227,17 @@ def _plot(path: Path, reference: torch.Tensor, panels: list[tuple[str, torch.Ten
     first.set_title("target (nine Gaussians)", fontsize=8)
     for ax in axes[0][1:]:
         ax.axis("off")
+    if ncols > 1 and losses:
+        ax = axes[0][1]
+        ax.axis("on")
+        ax.set_aspect("auto")
+        ax.set_xlim(auto=True)
+        ax.set_ylim(auto=True)
+        steps, vals = zip(*losses)
+        ax.plot(steps, vals, color="tab:orange")
+        ax.set_yscale("log")
+        ax.tick_params(labelsize=6)
+        ax.set_title("training loss", fontsize=8)
     for i, (title, x) in enumerate(panels):
         ax = axes[1 + i // ncols][i % ncols]
         ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.3, color="tab:blue" if title.startswith("exact") else "tab:orange")
