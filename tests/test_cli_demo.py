@@ -45,6 +45,13 @@ def test_demo_quick_trains_compares_and_writes_everything(tmp_path: Path) -> Non
     assert (out / "samples.png").stat().st_size > 5000 and (out / "loss.png").stat().st_size > 2000
 
 
+def test_demo_bad_flags() -> None:
+    res = CliRunner().invoke(main, ["demo", "--samples", "5"])
+    assert res.exit_code == 2 and "5 is not in the range x>=10" in res.output
+    res = CliRunner().invoke(main, ["demo", "--dtype", "int8"])
+    assert res.exit_code == 2 and "'int8' is not one of 'float32', 'float64'" in res.output
+
+
 def _exe() -> list[str]:
     exe = shutil.which("sdeflow", path=os.path.dirname(sys.executable))
     return [exe] if exe else [sys.executable, "-m", "sdeflow.cli"]

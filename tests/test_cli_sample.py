@@ -96,7 +96,8 @@ def test_plot_kinds(tmp_path: Path) -> None:
     assert plot_samples(tmp_path / "c.png", torch.randn(20, 5)).startswith("scatter of the first 2 of 5")
     assert plot_samples(tmp_path / "d.png", torch.rand(6, 3, 8, 8) * 2 - 1) == "image grid"
     assert plot_samples(tmp_path / "e.png", torch.rand(5, 1, 8, 8)) == "image grid"
-    assert all((tmp_path / f"{c}.png").stat().st_size > 500 for c in "abcde")
+    assert plot_samples(tmp_path / "f.png", torch.rand(70, 1, 4, 4)) == "image grid of the first 64"
+    assert all((tmp_path / f"{c}.png").stat().st_size > 500 for c in "abcdef")
 
 
 # --------------------------------------------------------------------------- likelihood

@@ -13,7 +13,7 @@ port) and compares, in float64:
   commands in one process.
 
 Equality is up to floating-point summation order (gradients are all-reduced instead of summed in
-one backward pass): after 8-12 Adam steps in float64 the differences are ~1e-15; the tolerance
+one backward pass): after 8-12 Adam steps in float64 the differences are ~1e-16; the tolerance
 1e-9 leaves six orders of margin while any sharding, weighting or randomness error (which changes
 weights at the 1e-3 level) fails it.
 """

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 
 SAMPLE_SUFFIXES = (".pt", ".npz")
+#: images drawn on a sample grid at most
+GRID_MAX = 64
 
 
 def check_sample_path(path: str | Path, flag: str = "--out") -> Path:
@@ -74,11 +76,12 @@ def _save_fig(fig: Any, path: Path, dpi: int = 100) -> None:
 
 def plot_samples(path: Path, samples: Tensor, title: str = "", reference: Tensor | None = None) -> str:
     """A PNG of ``samples``: a scatter plot for 2-D points (first two coordinates for more), a
-    histogram for 1-D values, an image grid for ``(n, c, h, w)`` images. Returns the kind drawn."""
+    histogram for 1-D values, an image grid of the first :data:`GRID_MAX` images for
+    ``(n, c, h, w)`` images. Returns the kind drawn."""
     x = samples.detach().cpu().float()
     if x.ndim == 4:
-        save_image_grid(path, x)
-        return "image grid"
+        save_image_grid(path, x[:GRID_MAX])
+        return "image grid" + (f" of the first {GRID_MAX}" if x.shape[0] > GRID_MAX else "")
     flat = x.reshape(x.shape[0], -1)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 5) if flat.shape[1] > 1 else (6, 4))
@@ -104,14 +107,14 @@ def plot_samples(path: Path, samples: Tensor, title: str = "", reference: Tensor
 
 
 def save_image_grid(path: Path, images: Tensor) -> None:
-    """An image grid PNG: :func:`sdeflow.images.save_image_grid` when that module provides it,
-    else a matplotlib grid (values mapped from ``[-1, 1]`` to ``[0, 1]``, clipped)."""
+    """An image grid PNG: ``sdeflow.images.save_image_grid(images, path)`` when that module is
+    installed, else a matplotlib grid (values mapped from ``[-1, 1]`` to ``[0, 1]``, clipped)."""
     try:
-        from ..images import save_image_grid as grid  # type: ignore[attr-defined]
+        from ..images import save_image_grid as grid  # type: ignore[import-not-found,attr-defined]
     except ImportError:
         grid = None
     if grid is not None:
-        grid(images, path)
+        grid(images.clamp(-1, 1), path)
         return
     n = images.shape[0]
     cols = max(1, int(math.ceil(math.sqrt(n))))

@@ -138,6 +138,9 @@ def init_distributed(device: torch.device | str | None = None, backend: str | No
     dev = _pick_device(device, local_rank)
     if world <= 1 and not dist.is_initialized():
         return DistributedContext(device=dev)
+    if dev.type == "cuda" and dev.index != local_rank and device is not None and torch.device(device).index is not None:
+        raise OptionError(f"under torchrun each rank takes cuda:LOCAL_RANK (this is rank {rank}, LOCAL_RANK "
+                          f"{local_rank}); pass device 'cuda' (or auto), not {device!r}")
     missing = [v for v in ENV_VARS if v not in os.environ]
     if missing and not dist.is_initialized():
         raise OptionError(f"WORLD_SIZE={world} but {', '.join(missing)} not set: launch with "
