@@ -1,5 +1,8 @@
 """Multi-process data-parallel training and sampling on ``torch.distributed``.
 
+Synchronous data parallelism with gradient all-reduce (DistributedDataParallel, Li et al. 2020,
+"PyTorch Distributed: Experiences on Accelerating Data Parallel Training", VLDB).
+
 Launch any script (or ``sdeflow train``) with ``torchrun --nproc_per_node N``: torchrun sets
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 :func:`init_distributed` reads them, starts the process group (NCCL on CUDA devices, gloo on
