@@ -211,8 +211,10 @@ def fixed_loss(model: sdeflow.ScoreModel, x0: torch.Tensor, draws: int = 4) -> f
 @pytest.mark.parametrize("process", sdeflow.list_plugins()["process"])
 def test_every_process_trains_with_the_unet(process: str) -> None:
     torch.manual_seed(0)
+    # a process of discrete data (vdm) is told the digits' 17 levels k/8 - 1 (load_digits' values)
+    popts = {"bins": 17} if "bins" in sdeflow.component_options("process", process) else {}
     model = sdeflow.ScoreModel(sdeflow.create_model("unet", in_channels=1, image_size=8, base_channels=8),
-                               sdeflow.create_process(process))
+                               sdeflow.create_process(process, **popts))
     data = load_digits()[:512]
     held = load_digits()[1500:1564]
     before = fixed_loss(model, held)
