@@ -122,7 +122,8 @@ class _Process:
         return self._strong[denoise]
 
 
-def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None) -> BenchResult:
+def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None,
+              checkpoint: Callable[[BenchResult], None] | None = None) -> BenchResult:
     """Run every cell of ``spec`` and return the :class:`BenchResult` (nothing is written; see
     :func:`sdeflow.bench.outputs.write_outputs`).
 
@@ -130,6 +131,8 @@ def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None) 
         spec: the grid (:func:`sdeflow.bench.spec.preset` for the presets).
         progress: show a progress bar on stderr.
         echo: where notes go (default: nowhere).
+        checkpoint: called with the result so far (orders fitted) after every (target, process)
+            block, e.g. to write partial outputs of a long run.
 
     Raises:
         OptionError: unknown target, process, sampler, metric or peer names (listing the valid ones).
@@ -188,6 +191,10 @@ def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None) 
                         if bar is not None:
                             bar.set_postfix_str(f"{tname}/{pname} {pc.label} {b}", refresh=False)
                             bar.update(1)
+                if checkpoint is not None:
+                    result.orders = fit_orders(result.rows, result.path_floors)
+                    result.meta = dict(seconds=time.perf_counter() - t_run, partial=True)
+                    checkpoint(result)
     finally:
         if bar is not None:
             bar.close()

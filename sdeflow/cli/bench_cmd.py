@@ -73,7 +73,8 @@ def bench_command(preset_name: str, targets: str | None, processes: str | None, 
         if samples is not None and paths is None:
             spec.paths = min(spec.paths, spec.samples)
         t0 = time.perf_counter()
-        result = run_bench(spec, progress=progress, echo=lambda s: click.echo(s, err=True))
+        result = run_bench(spec, progress=progress, echo=lambda s: click.echo(s, err=True),
+                           checkpoint=lambda r: outputs.write_outputs(r, out_dir, plots=not no_plots))
         written = outputs.write_outputs(result, out_dir, plots=not no_plots)
     except SdeflowError as exc:
         click.echo(f"error: {exc}", err=True)
