@@ -11,7 +11,7 @@ outputs, e.g. the MMD kernel's bandwidth) and ``formula`` (a one-line statement 
 Built-in metrics (:data:`BUILTIN_METRICS`, registered by the ``bench_suite`` plugin):
 
 * ``sw2``: sliced Wasserstein-2 (Rabin et al. 2011), ``sqrt(E_theta W_2^2(theta.x, theta.y))`` over
-  ``n_projections`` fixed random directions (one seed for every cell); the exact ``W_2`` of the
+  ``n_projections = 128`` fixed random directions (one seed for every cell); the exact ``W_2`` of the
   sorted coupling in 1-D.
 * ``mmd``: unbiased squared MMD (Gretton et al. 2012, Eq. 3) with the Gaussian kernel
   ``k(a, b) = exp(-|a - b|^2 / (2 h^2))``, ``h`` fixed per target to the median pairwise distance
@@ -58,9 +58,9 @@ class SlicedW2(Metric):
         seed: seed of the directions.
     """
 
-    formula = "sqrt(mean over 256 fixed directions theta of W2^2(theta.x, theta.y)); exact W2 in 1-D"
+    formula = "sqrt(mean over 128 fixed directions theta of W2^2(theta.x, theta.y)); exact W2 in 1-D"
 
-    def __init__(self, n_projections: int = 256, seed: int = 0) -> None:
+    def __init__(self, n_projections: int = 128, seed: int = 0) -> None:
         if int(n_projections) < 1:
             raise OptionError(f"n_projections must be >= 1, got {n_projections!r}")
         self.n_projections, self.seed = int(n_projections), int(seed)
