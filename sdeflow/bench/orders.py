@@ -31,7 +31,8 @@ def fit_orders(rows: list[dict[str, Any]], path_floors: dict[str, dict[str, floa
         resolve_factor: points with ``error <= resolve_factor x bound`` are left out.
 
     Returns:
-        Dicts with ``target, process, sampler, family, kind, order, order_last, points, nfe, errors``.
+        Dicts with ``target, process, sampler, family, kind, nominal`` (the sampler's stated order),
+        ``order, order_last, points, nfe, errors, floor``.
     """
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
@@ -51,6 +52,7 @@ def fit_orders(rows: list[dict[str, Any]], path_floors: dict[str, dict[str, floa
         order = slope_order(*zip(*pts)) if len(pts) >= 2 else None
         last = slope_order(*zip(*pts[-2:])) if len(pts) >= 2 else None
         out.append(dict(target=tname, process=pname, sampler=label, family=rs[0]["family"], kind=kind,
+                        nominal=rs[-1].get("nominal_order"),
                         order=order, order_last=last, points=len(pts), nfe=[r["nfe"] for r in rs],
                         errors=[r["path_error"] for r in rs], floor=bound))
     return out

@@ -32,7 +32,8 @@ def fmt(v: Any, signed: bool = False) -> str:
 
 def _columns(result: BenchResult) -> list[str]:
     return ["target", "process", "sampler", "family", "sampler_name", "options", "budget", "nfe", "steps",
-            "seconds", "stochastic", "status", *result.metric_names, "path_error", "path_kind", "path_seconds"]
+            "seconds", "stochastic", "status", *result.metric_names, "nominal_order", "path_error", "path_kind",
+            "path_seconds"]
 
 
 def terminal_table(result: BenchResult) -> str:
@@ -100,6 +101,20 @@ def _wide(result: BenchResult, tname: str, key: str, signed: bool = False) -> li
     return out
 
 
+def orders_markdown(result: BenchResult, tname: str) -> list[str]:
+    """Empirical orders of one target: fitted over all resolved budgets / from the last two / nominal."""
+    procs = result.spec.processes
+    labels = list(dict.fromkeys(o["sampler"] for o in result.orders if o["target"] == tname))
+    out = [f"Empirical orders ({' / '.join(procs)}; least squares over the budgets, then from the two largest):", "",
+           "| sampler | nominal | order (fit) | order (last two) |", "|---|---:|---|---|"]
+    for lab in labels:
+        os_ = [order_of(result.orders, tname, p, lab) for p in procs]
+        nominal = next((o["nominal"] for o in os_ if o and o.get("nominal") is not None), None)
+        out.append(f"| {lab} | {fmt(nominal)} | " + " / ".join(fmt(o["order"]) if o else "-" for o in os_) + " | "
+                   + " / ".join(fmt(o["order_last"]) if o else "-" for o in os_) + " |")
+    return out
+
+
 def summary_markdown(result: BenchResult) -> str:
     """Wide tables per target (cells ``process1 / process2 / ...``) for the path error and every metric."""
     procs = " / ".join(result.spec.processes)
@@ -118,6 +133,7 @@ def summary_markdown(result: BenchResult) -> str:
         lines += [f"### {tname}: pathwise error (deterministic: vs the ODE reference; `sde`: strong error on a "
                   "shared Brownian path), RMS", ""]
         lines += _wide(result, tname, "path_error") + [""]
+        lines += orders_markdown(result, tname) + [""]
         for m in result.metric_names:
             lines += [f"### {tname}: {m} ({info['metric_formulas'][m]}); noise floor {fmt(result.floors[tname][m])}", ""]
             lines += _wide(result, tname, m, signed=(m == "logp_gap")) + [""]
@@ -147,6 +163,44 @@ def to_json(result: BenchResult) -> dict[str, Any]:
     return _clean(dict(spec=result.spec.to_dict(), rows=result.rows, floors=result.floors,
                        path_floors=result.path_floors, targets=result.targets, orders=result.orders,
                        overhead=result.overhead, notes=result.notes, meta=result.meta))
+
+
+def _restore(v: Any) -> Any:
+    if v in ("inf", "-inf", "nan"):
+        return float(v)
+    if isinstance(v, dict):
+        return {k: _restore(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_restore(x) for x in v]
+    return v
+
+
+def load_result(path: str | Path) -> BenchResult:
+    """A :class:`BenchResult` from a ``bench.json`` written by :func:`write_outputs` (to re-render or merge)."""
+    from .spec import BenchSpec
+
+    data = _restore(json.loads(Path(path).read_text()))
+    return BenchResult(spec=BenchSpec(**data["spec"]), rows=data["rows"], floors=data["floors"],
+                       path_floors=data["path_floors"], targets=data["targets"], orders=data["orders"],
+                       overhead=data["overhead"], notes=data["notes"], meta=data["meta"])
+
+
+def merge_results(results: list[BenchResult]) -> BenchResult:
+    """One result from runs of the same grid on different targets (e.g. one process per target)."""
+    from dataclasses import replace
+
+    first = results[0]
+    spec = replace(first.spec, targets=[t for r in results for t in r.spec.targets])
+    out = BenchResult(spec=spec, meta=dict(first.meta, parts=[r.meta for r in results]))
+    for r in results:
+        out.rows += r.rows
+        out.orders += r.orders
+        out.overhead += r.overhead
+        out.notes += [n for n in r.notes if n not in out.notes]
+        out.floors.update(r.floors)
+        out.path_floors.update(r.path_floors)
+        out.targets.update(r.targets)
+    return out
 
 
 def write_outputs(result: BenchResult, out_dir: str | Path, plots: bool = True) -> list[Path]:

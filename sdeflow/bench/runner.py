@@ -223,7 +223,7 @@ def _metrics(samples: Tensor, target: PreparedTarget, metrics: dict[str, Any]) -
 def _base_row(blk: _Process, label: str, family: str, sampler_name: str, options: str, budget: int) -> dict[str, Any]:
     return dict(target=blk.target.name, process=blk.name, sampler=label, family=family, sampler_name=sampler_name,
                 options=options, budget=budget, nfe=None, steps=None, seconds=None, stochastic=None, status="",
-                path_error=None, path_kind="", path_seconds=None)
+                nominal_order=None, path_error=None, path_kind="", path_seconds=None)
 
 
 def _error_row(row: dict[str, Any], metrics: dict[str, Any], exc: BaseException) -> dict[str, Any]:
@@ -241,6 +241,7 @@ def _run_sdeflow(blk: _Process, cfg: SamplerConfig, budget: int, metrics: dict[s
     try:
         sampler = create_sampler(cfg.sampler, **opts)
         row["stochastic"] = bool(sampler.stochastic)
+        row["nominal_order"] = sampler.capabilities()["order"]
         t0 = time.perf_counter()
         res = sampler.sample(blk.model, blk.shape, _gen(blk.seed + 1, torch.device(blk.spec.device)))
         row.update(seconds=time.perf_counter() - t0, nfe=int(res.nfe), steps=res.steps)
@@ -275,6 +276,7 @@ def _run_peer(blk: _Process, pc: PeerConfig, budget: int, metrics: dict[str, Any
               floors: dict[str, float]) -> dict[str, Any]:
     row = _base_row(blk, pc.label, "diffusers", pc.scheduler, f"steps={pc.steps_for(budget)}", budget)
     row["stochastic"] = pc.stochastic
+    row["nominal_order"] = pc.order
     try:
         t0 = time.perf_counter()
         res = run_peer(pc, budget, blk.model, blk.x_T, _gen(blk.seed + 1, torch.device(blk.spec.device)))
