@@ -51,6 +51,9 @@ def terminal_table(result: BenchResult) -> str:
             lines.append(f"== {tname} (d={info.get('dim')}, H={info.get('entropy', math.nan):.4g} nats) / {pname}")
             body = [["noise floor", "", "", "", *[fmt(result.floors[tname][m]) for m in ms],
                      fmt(max(pf.values(), default=None)), ""]]
+            lim = result.limits.get(f"{tname}/{pname}")
+            if lim:
+                body.append(["ODE limit", "", "", "", *[fmt(lim.get(m), signed=(m == "logp_gap")) for m in ms], "", ""])
             for r in rows:
                 o = order_of(result.orders, tname, pname, r["sampler"])
                 order = fmt(o["order"]) if o and o["order"] is not None and r["budget"] == max(
@@ -73,7 +76,8 @@ def terminal_table(result: BenchResult) -> str:
                          f"  rel diff {r['rel_diff']:.1e}")
         lines.append("")
     lines.append("path err: RMS ||x - x_ref|| over the first paths (s: strong error on a shared Brownian path); "
-                 "order: -slope of log(path err) vs log(NFE)")
+                 "order: -slope of log(path err) vs log(NFE); ODE limit: the metrics of the exact ODE map of the "
+                 "shared initial noise, where deterministic samplers converge")
     for n in result.notes:
         lines.append(f"note: {n}")
     return "\n".join(lines)
@@ -135,7 +139,10 @@ def summary_markdown(result: BenchResult) -> str:
         lines += _wide(result, tname, "path_error") + [""]
         lines += orders_markdown(result, tname) + [""]
         for m in result.metric_names:
-            lines += [f"### {tname}: {m} ({info['metric_formulas'][m]}); noise floor {fmt(result.floors[tname][m])}", ""]
+            lim = " / ".join(fmt(result.limits.get(f"{tname}/{p}", {}).get(m), signed=(m == "logp_gap"))
+                             for p in result.spec.processes)
+            lines += [f"### {tname}: {m} ({info['metric_formulas'][m]}); noise floor {fmt(result.floors[tname][m])}"
+                      + (f"; ODE limit {lim}" if result.limits else ""), ""]
             lines += _wide(result, tname, m, signed=(m == "logp_gap")) + [""]
     if result.overhead:
         lines += ["## Overhead against hand-written loops", "",
@@ -161,7 +168,7 @@ def _clean(v: Any) -> Any:
 def to_json(result: BenchResult) -> dict[str, Any]:
     """The result as plain JSON data (non-finite numbers as the strings ``"inf"``/``"nan"``)."""
     return _clean(dict(spec=result.spec.to_dict(), rows=result.rows, floors=result.floors,
-                       path_floors=result.path_floors, targets=result.targets, orders=result.orders,
+                       path_floors=result.path_floors, limits=result.limits, targets=result.targets, orders=result.orders,
                        overhead=result.overhead, notes=result.notes, meta=result.meta))
 
 
@@ -181,7 +188,7 @@ def load_result(path: str | Path) -> BenchResult:
 
     data = _restore(json.loads(Path(path).read_text()))
     return BenchResult(spec=BenchSpec(**data["spec"]), rows=data["rows"], floors=data["floors"],
-                       path_floors=data["path_floors"], targets=data["targets"], orders=data["orders"],
+                       path_floors=data["path_floors"], limits=data.get("limits", {}), targets=data["targets"], orders=data["orders"],
                        overhead=data["overhead"], notes=data["notes"], meta=data["meta"])
 
 
@@ -199,6 +206,7 @@ def merge_results(results: list[BenchResult]) -> BenchResult:
         out.notes += [n for n in r.notes if n not in out.notes]
         out.floors.update(r.floors)
         out.path_floors.update(r.path_floors)
+        out.limits.update(r.limits)
         out.targets.update(r.targets)
     return out
 

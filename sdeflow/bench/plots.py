@@ -47,6 +47,9 @@ def plot_result(result: BenchResult, out_dir: Path, metric: str = "sw2", dpi: in
                     ax.loglog(*zip(*pts), ls, color=c, marker=mk, ms=3, lw=1, label=name)
                 if key == metric and result.floors.get(tname, {}).get(metric, 0) > 0:
                     ax.axhline(result.floors[tname][metric], color="k", ls=":", lw=1, label="noise floor")
+                lim = result.limits.get(f"{tname}/{pname}", {}).get(metric)
+                if key == metric and lim is not None and math.isfinite(lim) and lim > 0:
+                    ax.axhline(lim, color="k", ls="-.", lw=0.8, label="ODE limit")
                 if key == "path_error":
                     bound = max(result.path_floors.get(f"{tname}/{pname}", {}).values(), default=0)
                     if bound > 0:

@@ -46,6 +46,9 @@ class BenchResult:
             budget, nfe, steps, seconds, stochastic, status``, one key per metric, ``path_error``,
             ``path_kind`` (``"ode"``, ``"strong"`` or ``""``), ``path_seconds``).
         floors: ``{target: {metric: noise floor}}``.
+        limits: ``{"target/process": {metric: value}}``: the metrics of the exact probability-flow
+            map of the shared initial noise (dopri8 on all samples), the value every deterministic
+            sampler converges to (``spec.limits``).
         path_floors: ``{"target/process": {"ode": bound, "strong": bound, ...}}``.
         targets: per target: dimension, entropy, its standard error, description, metric parameters.
         orders: fitted empirical orders (:func:`sdeflow.bench.orders.fit_orders`).
@@ -58,6 +61,7 @@ class BenchResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     floors: dict[str, dict[str, float]] = field(default_factory=dict)
     path_floors: dict[str, dict[str, float]] = field(default_factory=dict)
+    limits: dict[str, dict[str, float]] = field(default_factory=dict)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     orders: list[dict[str, Any]] = field(default_factory=list)
     overhead: list[dict[str, Any]] = field(default_factory=list)
@@ -177,6 +181,8 @@ def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None,
             for pname in spec.processes:
                 blk = _Process(spec, target, pname, spec.seed + 1000 * ti)
                 floors = result.path_floors.setdefault(f"{tname}/{pname}", {})
+                if spec.limits:
+                    result.limits[f"{tname}/{pname}"] = ode_limit(blk, metrics)
                 for cfg in configs:
                     for b in spec.nfe:
                         row = _run_sdeflow(blk, cfg, b, metrics, floors)
@@ -211,6 +217,18 @@ def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None,
         info["diffusers"] = None
     result.meta = info
     return result
+
+
+def ode_limit(blk: _Process, metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics of the probability-flow ODE solved by dopri8 at ``reference_tol`` from all the shared
+    initial states: what every deterministic sampler of the block converges to as NFE grows (it differs
+    from the noise floor by the sampling noise of that one draw)."""
+    try:
+        x = create_sampler("ode", method="dopri8", rtol=blk.spec.reference_tol, atol=blk.spec.reference_tol).sample(
+            blk.model, blk.shape).samples
+    except (SdeflowError, RuntimeError, ValueError, AssertionError):
+        return {m: math.nan for m in metrics}
+    return _metrics(x, blk.target, metrics)[0]
 
 
 def _metrics(samples: Tensor, target: PreparedTarget, metrics: dict[str, Any]) -> tuple[dict[str, float], str]:

@@ -43,6 +43,8 @@ class BenchSpec:
         overhead_target, overhead_samples, overhead_nfe, overhead_repeats: the overhead problem
             (process ``vp``; ``overhead_nfe`` default: the largest budget).
         threads: ``torch.set_num_threads`` for the run (``None``: leave as is).
+        limits: also report the metrics of the exact ODE map of the shared noise (dopri8 on all
+            samples): the value deterministic samplers converge to.
     """
 
     targets: list[str]
@@ -66,6 +68,7 @@ class BenchSpec:
     overhead_nfe: int | None = None
     overhead_repeats: int = 5
     threads: int | None = None
+    limits: bool = True
     preset: str = "custom"
 
     def validate(self) -> "BenchSpec":
