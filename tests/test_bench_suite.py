@@ -62,8 +62,11 @@ def test_run_writes_table_csv_json_and_plots(small_run) -> None:
     assert data["spec"]["nfe"] == spec.nfe and len(data["rows"]) == len(rows)
     assert set(data["floors"]) == set(spec.targets) and all(v >= 0 for f in data["floors"].values() for v in f.values())
     assert data["targets"]["nine_gaussians"]["metric_params"]["mmd"]["bandwidth"] > 0
+    # the exact ODE map of the shared noise: where the deterministic samplers converge
+    assert set(result.limits) == {f"{t}/vp" for t in spec.targets}
+    assert all(math.isfinite(v) for lim in result.limits.values() for v in lim.values())
     table = (out / "table.txt").read_text()
-    assert "noise floor" in table and "dpm_solver 2M" in table and "overhead" in table
+    assert "ODE limit" in table and "noise floor" in table and "dpm_solver 2M" in table and "overhead" in table
     assert "| sampler | NFE 10 | NFE 20 | order |" in (out / "summary.md").read_text()
     for t in spec.targets:
         png = out / f"error_vs_nfe_{t}.png"
