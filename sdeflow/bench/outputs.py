@@ -193,11 +193,12 @@ def load_result(path: str | Path) -> BenchResult:
 
 
 def merge_results(results: list[BenchResult]) -> BenchResult:
-    """One result from runs of the same grid on different targets (e.g. one process per target)."""
+    """One result from runs of one grid split by target or process (e.g. one run per target)."""
     from dataclasses import replace
 
     first = results[0]
-    spec = replace(first.spec, targets=[t for r in results for t in r.spec.targets])
+    spec = replace(first.spec, targets=list(dict.fromkeys(t for r in results for t in r.spec.targets)),
+                   processes=list(dict.fromkeys(p for r in results for p in r.spec.processes)))
     out = BenchResult(spec=spec, meta=dict(first.meta, parts=[r.meta for r in results]))
     for r in results:
         out.rows += r.rows
