@@ -100,12 +100,15 @@ def test_cli_quick_options_end_to_end(tmp_path: Path) -> None:
     from sdeflow.cli import main
 
     out = tmp_path / "cli"
-    res = CliRunner().invoke(main, ["bench", "--quick", "--targets", "gauss1d", "--samplers", "ode euler,ode rk4",
+    # two targets: the outputs are rewritten after each block, before the second target has run
+    res = CliRunner().invoke(main, ["bench", "--quick", "--targets", "gauss1d,nine_gaussians", "--samplers", "ode euler,ode rk4",
                                     "--nfe", "8,16", "--samples", "200", "--no-peers", "--no-overhead",
                                     "--no-progress", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "ode rk4" in res.output and "noise floor" in res.output
-    assert {p.name for p in out.iterdir()} >= set(bench.outputs.FILES) | {"error_vs_nfe_gauss1d.png"}
+    assert {p.name for p in out.iterdir()} >= set(bench.outputs.FILES) | {"error_vs_nfe_gauss1d.png",
+                                                                       "error_vs_nfe_nine_gaussians.png"}
+    assert "## nine_gaussians" in (out / "summary.md").read_text()
     bad = CliRunner().invoke(main, ["bench", "--targets", "nope", "--no-peers", "--out", str(out)])
     assert bad.exit_code == 2 and "unknown target" in bad.output and "gauss1d" in bad.output
 

@@ -126,6 +126,8 @@ def summary_markdown(result: BenchResult) -> str:
              f"pathwise/strong errors, NFE budgets {', '.join(map(str, result.spec.nfe))}, {result.spec.dtype}, "
              f"seed {result.spec.seed}. Cells: {procs}.", ""]
     for tname in result.spec.targets:
+        if tname not in result.targets:  # a checkpoint written before this target ran
+            continue
         info = result.targets[tname]
         lines += [f"## {tname}: {info['description']}", "",
                   f"d = {info['dim']}, entropy {info['entropy']:.4f} nats"
