@@ -9,10 +9,10 @@ closed form ``log alpha_t = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2`` (S
 Eq. 33) and minimises ``mean((net(x_t, t) - eps)^2)`` (Ho et al. 2020, Alg. 1); the Trainer calls
 ``score_model.loss`` (sdeflow's generic denoising score matching). Same initial weights.
 
-Sampling: the ``ode`` sampler with ``method="euler"`` and ``N`` steps against Euler on the
-probability-flow ODE ``dx/dt = -beta(t)/2 (x + score)`` written by hand with the same network
-call, the same time grid and the same prior draw; the script checks that both give the same
-samples (column ``rel diff``).
+Sampling: the ``ode`` sampler with ``method="euler"`` and ``N`` steps against Euler on the VP
+probability-flow ODE ``dx/dt = -beta(t)/2 (x + score)`` written by hand
+(:func:`sdeflow.bench.hand_loops.hand_ode`: the same ``score_model.score`` calls, time grid and
+prior draw); the script checks that both give the same samples (column ``rel diff``).
 
 Timing: every variant is warmed up, then ``--repeats`` interleaved rounds (order reversed every
 other round); samples/s from medians, ratios = median over rounds of the paired (back-to-back)
@@ -31,22 +31,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import machine  # noqa: E402  (the benchmarks share their machine description)
-
-import sdeflow  # noqa: E402
-from sdeflow.images import load_digits  # noqa: E402
-from sdeflow.training import Trainer  # noqa: E402
+import sdeflow
+from sdeflow.bench.hand_loops import hand_ode
+from sdeflow.bench.overhead import machine
+from sdeflow.images import load_digits
+from sdeflow.training import Trainer
 
 LR = 1e-3
 
@@ -109,26 +106,6 @@ class SdeflowTrain:
         sync(self.device)
 
 
-def hand_euler(sm: sdeflow.ScoreModel, shape: tuple[int, ...], gen: torch.Generator, steps: int) -> torch.Tensor:
-    """Euler on the VP probability-flow ODE ``dx/dt = -beta(t)/2 (x + score)`` (Song et al. 2021, Eq. 13),
-    from ``t = 1`` to ``t_min`` on the uniform grid, calling the network directly (eps-model:
-    ``score = -eps / sigma_t``)."""
-    p = sm.process
-    bmin, bmax, t_end = float(p.beta_min), float(p.beta_max), float(p.t_min)
-    dev = sm.device
-    with torch.no_grad():
-        x = sm.prior_sample(shape, gen)
-        dt = (t_end - 1.0) / steps
-        for k in range(steps):
-            t = 1.0 + k * dt
-            beta = bmin + t * (bmax - bmin)
-            sigma = math.sqrt(-math.expm1(-0.5 * (bmax - bmin) * t * t - bmin * t))
-            eps = sm.network(x, torch.full((shape[0],), t, device=dev, dtype=x.dtype))
-            x = x + dt * (-0.5 * beta) * (x - eps / sigma)
-    sync(dev)
-    return x
-
-
 def measure(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict[str, list[float]]]:
     """Wall and CPU seconds of every variant over ``repeats`` interleaved rounds, after a warm-up call each."""
     for run in variants.values():
@@ -172,7 +149,8 @@ def bench_device(device: torch.device, args: argparse.Namespace) -> list[dict[st
         sync(device)
 
     def run_hand() -> None:
-        out["hand"] = hand_euler(sm, shape, torch.Generator(gen_device).manual_seed(0), args.sample_steps)
+        out["hand"] = hand_ode(sm, shape, torch.Generator(gen_device).manual_seed(0), args.sample_steps, "euler")[0]
+        sync(device)
 
     stimes = measure({"hand": run_hand, "sdeflow": run_sdeflow}, args.repeats)
     diff = float((out["sdeflow"] - out["hand"]).abs().max() / out["hand"].abs().max().clamp_min(1.0))
@@ -208,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     print(f"torch {torch.__version__}, {info['processor']}, threads={args.threads}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load avg {info['loadavg_start']}; "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load avg {info['loadavg']}; "
           f"median of {args.repeats} interleaved rounds")
     print("\n| device | what | sdeflow samples/s | hand loop samples/s | ratio CPU | ratio wall | rel diff |")
     print("|---|---|---:|---:|---:|---:|---:|")
