@@ -223,7 +223,8 @@ def test_every_process_trains_with_the_unet(process: str) -> None:
     after = fixed_loss(model, held)
     assert all(math.isfinite(v) for _, v in res.losses)
     # 30 Adam steps from the zero-output initialisation reduce the held-out loss clearly (measured: by
-    # 23% (ncsn) to 77% (vp, ddpm), vdm's bound 21.2 -> 7.3 bits/dim); 10% is far outside the noise of a fixed-seed estimate
+    # 23% (ncsn) to 77% (vp, ddpm); vdm's bound 21.2 -> 7.3 bits/dim); 10% is far outside the noise
+    # of a fixed-seed estimate
     assert after < 0.9 * before, (process, before, after)
     out = model.score(held[:4], torch.full((4,), 0.5))
     assert out.shape == (4, 1, 8, 8) and bool(torch.isfinite(out).all())
