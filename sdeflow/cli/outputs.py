@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import click
 import torch
 from torch import Tensor
+
+from ..atomic import atomic_path
 
 SAMPLE_SUFFIXES = (".pt", ".npz")
 #: images drawn on a sample grid at most
@@ -28,19 +28,6 @@ def check_sample_path(path: str | Path, flag: str = "--out") -> Path:
     return p
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """``write(tmp_path)`` then rename over ``path`` (no half-written file under the final name)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_samples(path: Path, samples: Tensor, meta: dict[str, Any]) -> None:
     """Write ``samples`` and JSON-serialisable ``meta``.
 
@@ -49,14 +36,13 @@ def save_samples(path: Path, samples: Tensor, meta: dict[str, Any]) -> None:
     """
     x = samples.detach().cpu()
     if path.suffix.lower() == ".pt":
-        _atomic(path, lambda tmp: torch.save({"samples": x, **meta}, tmp))
+        with atomic_path(path) as tmp:
+            torch.save({"samples": x, **meta}, tmp)
     else:
         import numpy as np
 
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, samples=x.numpy(), meta=np.array(json.dumps(meta)))
-        _atomic(path, write)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, samples=x.numpy(), meta=np.array(json.dumps(meta)))
 
 
 def _plt():  # type: ignore[no-untyped-def]
@@ -70,7 +56,8 @@ def _plt():  # type: ignore[no-untyped-def]
 
 def _save_fig(fig: Any, path: Path, dpi: int = 100) -> None:
     plt = _plt()
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
 
 
@@ -137,12 +124,10 @@ def write_losses(folder: Path, losses: Sequence[tuple[int, float]], title: str =
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "losses.csv"
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["step", "loss"])
-            w.writerows([int(s), float(v)] for s, v in losses)
-    _atomic(csv_path, write)
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "loss"])
+        w.writerows([int(s), float(v)] for s, v in losses)
     png = folder / "loss.png"
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))

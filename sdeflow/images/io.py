@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import OptionError, ShapeError
-from ..training.checkpoint import _atomic_write as atomic_write
+from ..atomic import atomic_write
 from .convert import _check_range, check_images, levels_to_signed, to_uint8
 
 TENSOR_SUFFIXES = (".npz", ".npy", ".pt", ".pth")
