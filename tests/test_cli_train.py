@@ -231,7 +231,7 @@ def test_corrupt_data_files(tmp_path: Path) -> None:
     assert "contains NaN or Inf" in invoke("train", "--data", str(bad), ok=False).output
     txt = tmp_path / "data.csv"
     txt.write_text("1,2\n")
-    assert "unsupported suffix '.csv'; valid: .pt, .npz, .npy" in invoke("train", "--data", str(txt), ok=False).output
+    assert "unsupported suffix '.csv'; valid: .pt, .pth, .npz, .npy" in invoke("train", "--data", str(txt), ok=False).output
 
 
 def test_component_names_come_from_the_registry() -> None:

@@ -17,6 +17,8 @@ from ..atomic import atomic_path
 SAMPLE_SUFFIXES = (".pt", ".npz")
 #: images drawn on a sample grid at most
 GRID_MAX = 64
+#: small images are enlarged on the grid to at least this many pixels
+GRID_PIXELS = 32
 
 
 def check_sample_path(path: str | Path, flag: str = "--out") -> Path:
@@ -94,29 +96,12 @@ def plot_samples(path: Path, samples: Tensor, title: str = "", reference: Tensor
 
 
 def save_image_grid(path: Path, images: Tensor) -> None:
-    """An image grid PNG: ``sdeflow.images.save_image_grid(images, path)`` when that module is
-    installed, else a matplotlib grid (values mapped from ``[-1, 1]`` to ``[0, 1]``, clipped)."""
-    try:
-        from ..images import save_image_grid as grid  # type: ignore[import-not-found,attr-defined]
-    except ImportError:
-        grid = None
-    if grid is not None:
-        grid(images.clamp(-1, 1), path)
-        return
-    n = images.shape[0]
-    cols = max(1, int(math.ceil(math.sqrt(n))))
-    rows = int(math.ceil(n / cols))
-    plt = _plt()
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.0), squeeze=False)
-    imgs = ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            img = imgs[i]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                      vmin=0, vmax=1)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    _save_fig(fig, path)
+    """An image grid PNG of ``(n, c, h, w)`` images in ``[-1, 1]`` (clamped): ``ceil(sqrt(n))`` per row,
+    small images enlarged by an integer factor to at least 32 pixels (:func:`sdeflow.images.save_image_grid`)."""
+    from ..images import save_image_grid as grid
+
+    n, h = images.shape[0], images.shape[-1]
+    grid(images.clamp(-1, 1), path, nrow=max(1, math.ceil(math.sqrt(n))), upscale=max(1, math.ceil(GRID_PIXELS / h)))
 
 
 def write_losses(folder: Path, losses: Sequence[tuple[int, float]], title: str = "training loss") -> list[Path]:
