@@ -6,13 +6,17 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import sdeflow
 from sdeflow.errors import OptionError
-from sdeflow.image_demo import condition_range, histogram_bits_per_dim, run_image_demo
+from sdeflow.image_demo import (condition_range, default_sampler, digit_classifier, digit_confidence,
+                                histogram_bits_per_dim, nearest_digit_ratio, run_image_demo)
+from sdeflow.images import levels_to_signed, load_digits_split
+from sdeflow.training import load_checkpoint, load_score_model
 
 TINY = {"model_options": {"base_channels": 8}, "batch_size": 16, "n_samples": 4, "n_eval": 4, "n_probes": 2,
         "rtol": 1e-2, "atol": 1e-2, "sampler_options": {"steps": 4}, "echo": lambda s: None}
@@ -30,6 +34,12 @@ def test_image_demo_runs_for_every_process(tmp_path: Path, process: str) -> None
     with Image.open(tmp_path / "grid.png") as img:
         # 4 samples in a 2 x 2 grid of 8x8 digits upscaled 4x, 2 px padding
         assert img.size == (2 * 34 + 2, 2 * 34 + 2) and img.mode == "L"
+    # the checkpoint rebuilds the model (sdeflow sample <out>/model) and names the data set
+    ckpt = load_checkpoint(tmp_path / "model")
+    assert ckpt.step == 3 and ckpt.manifest["metadata"]["data"] == {"name": "digits", "options": {}}
+    assert load_score_model(tmp_path / "model").process.__class__ is sdeflow.create_process(process).__class__
+    assert 0 < r.sample_confidence <= 1 and 0 < r.reference_confidence <= 1 and 1 <= r.sample_classes <= 10
+    assert r.nearest_ratio > 0
 
 
 def test_image_demo_minutes_budget_and_padding(tmp_path: Path) -> None:
@@ -70,3 +80,37 @@ def test_likelihood_start() -> None:
     t = likelihood_start(ve)  # VE's t_min = 0 has no noise: start where sigma_t / alpha_t = 0.01
     _, s = ve.marginal(torch.tensor([t]))
     assert 0 < t < 0.1 and float(s) == pytest.approx(0.01, rel=1e-4)
+
+
+def test_default_sampler_per_process() -> None:
+    """DPM-Solver++ for continuous processes; VDM's ancestral chain with x0 clipping, ending at z_0."""
+    assert default_sampler(sdeflow.create_process("vp")) == ("dpm_solver", {"steps": 20})
+    name, opts = default_sampler(sdeflow.create_process("vdm", bins=17, hidden=8))
+    assert name == "ancestral" and opts == {"steps": 1000, "clip_x0": 1.0, "denoise": False}
+
+
+def test_vdm_grid_shows_decoded_levels(tmp_path: Path) -> None:
+    """The vdm run's grid is the decoder's levels of z_0: every pixel one of the 17 gray levels
+    ``round(255 k / 16)``; the padding is white (255)."""
+    run_image_demo(tmp_path, "vdm", steps=2, process_options={"hidden": 8}, **TINY)
+    with Image.open(tmp_path / "grid.png") as img:
+        pixels = set(np.asarray(img).reshape(-1).tolist())
+    allowed = {round(255 * k / 16) for k in range(17)} | {255}
+    assert pixels <= allowed
+
+
+def test_digit_judges() -> None:
+    """The classifier is a good judge of the real digits (held-out accuracy > 0.9, confidence higher
+    than on uniform noise); the nearest-digit ratio is 1 for the reference itself, 0 for copies of
+    training digits and about 3.5 for uniform noise."""
+    train = load_digits_split("train")
+    test, labels = load_digits_split("test", return_labels=True)
+    clf = digit_classifier()
+    x = test.reshape(test.shape[0], -1).double().numpy() / 16
+    assert clf.score(x, labels.numpy()) > 0.9
+    noise = torch.randint(0, 17, (128, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    real_conf, real_classes = digit_confidence(clf, test[:128])
+    assert real_conf > digit_confidence(clf, noise)[0] + 0.2 and real_classes == 10
+    assert nearest_digit_ratio(test[:64], train, test[:64]) == 1.0
+    assert nearest_digit_ratio(train[:64], train, test[:64]) == 0.0
+    assert 3.0 < nearest_digit_ratio(noise, train, test[:128]) < 4.0
