@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from .errors import NonFiniteError, OptionError, ShapeError, TimeRangeError
 from .integrators.common import check_positive_int
 from .integrators.evaluator import ScoreEvaluator
-from .integrators.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, FlowField, integrate_ode
+from .integrators.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, FlowField, integrate_ode, ode_failures
 from .score_model import ScoreModel
 from .shapes import rand, randn
 
@@ -360,17 +360,10 @@ def log_likelihood(
         def on_step(t: Tensor, y: Tensor, dt: Tensor) -> None:
             count[0] += 1
 
-        try:
+        with ode_failures(evaluator, where):
             y1 = integrate_ode(field, y0, t0, t_max, method, n_steps,
                                DEFAULT_TOL if rtol is None else float(rtol),
                                DEFAULT_TOL if atol is None else float(atol), opts, on_step)
-        except (AssertionError, RuntimeError) as exc:
-            if evaluator.first_nonfinite() is not None:
-                evaluator.raise_if_nonfinite(where)
-            if "underflow" in str(exc):
-                raise NonFiniteError(f"{where}: the step size underflowed ({exc}); the ODE is too stiff "
-                                     "or its vector field is not finite") from exc
-            raise
         evaluator.raise_if_nonfinite(where, samples=y1)
         latent = y1[:, :d].reshape(shape)
         delta = y1[:, d:]  # (n, K)

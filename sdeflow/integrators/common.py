@@ -12,6 +12,7 @@ from ..errors import OptionError, TimeRangeError
 from ..process import ForwardProcess
 from ..sampler import StepCallback
 from ..score_model import ScoreModel
+from .denoiser import Denoiser
 from .evaluator import ScoreEvaluator
 
 
@@ -42,6 +43,12 @@ def check_positive_int(name: str, value: Any) -> None:
     """Raise :class:`OptionError` unless ``value`` is ``None`` or a positive integer."""
     if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
         raise OptionError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_clip_x0(clip_x0: Any) -> None:
+    """Raise :class:`OptionError` unless the data-prediction bound ``clip_x0`` is ``None`` or positive."""
+    if clip_x0 is not None and not clip_x0 > 0:
+        raise OptionError(f"clip_x0 must be positive or None, got {clip_x0!r}")
 
 
 class StepObserver:
@@ -90,10 +97,6 @@ class StepObserver:
 
 def denoise(score_model: ScoreModel, evaluator: ScoreEvaluator, x: Tensor, t: float) -> Tensor:
     """Final denoising to the posterior mean ``E[x_0 | x_t] = (x_t + sigma_t^2 score) / alpha_t``
-    (Tweedie's formula; the "noise removal" step of Song et al. 2021, Appendix G), one evaluation."""
-    tt = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-    evaluator.nfe += 1
-    out = score_model.x0(x, tt, check=False)
-    if evaluator.check_finite:
-        evaluator.watch(out, tt[0])
-    return out
+    (Tweedie's formula; the "noise removal" step of Song et al. 2021, Appendix G), one evaluation
+    of ``evaluator``'s model (``score_model``) at the time ``t``, counted and watched."""
+    return Denoiser(evaluator)(x, torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device))

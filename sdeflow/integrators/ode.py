@@ -15,7 +15,8 @@ of the initial step-size selection.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,9 @@ from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from ..dynamics import ProbabilityFlowODE
+from ..errors import NonFiniteError
 from ..process import ForwardProcess
+from .evaluator import ScoreEvaluator
 
 #: every torchdiffeq method but scipy's wrapper (which needs its own options)
 ODE_METHODS: tuple[str, ...] = tuple(m for m in SOLVERS if m != "scipy_solver")
@@ -115,3 +118,24 @@ def integrate_ode(
     if method in ADAPTIVE_METHODS:
         kwargs.update(rtol=rtol, atol=atol)
     return odeint(field, x0, t, **kwargs)[-1]
+
+
+@contextmanager
+def ode_failures(evaluator: ScoreEvaluator, where: str) -> Iterator[None]:
+    """Turn torchdiffeq's failures inside the block into :class:`~sdeflow.errors.NonFiniteError`: a
+    non-finite score (named with its step and time by ``evaluator``) or an underflowing adaptive
+    step size (a stiff or non-finite field); any other error passes through.
+
+    Args:
+        evaluator: the counted, watched score the field evaluates.
+        where: who is integrating, for the message.
+    """
+    try:
+        yield
+    except (AssertionError, RuntimeError) as exc:
+        if evaluator.first_nonfinite() is not None:
+            evaluator.raise_if_nonfinite(where)
+        if "underflow" in str(exc):
+            raise NonFiniteError(f"{where}: the step size underflowed ({exc}); the ODE is too stiff "
+                                 "or its vector field is not finite") from exc
+        raise

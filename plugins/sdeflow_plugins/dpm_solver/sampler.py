@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import torch
+from torch import Tensor
 
-from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import StepObserver, check_positive_int, resolve_interval
-from sdeflow.integrators.denoiser import Denoiser
-from sdeflow.integrators.evaluator import ScoreEvaluator
+from sdeflow.integrators.common import check_clip_x0, check_positive_int
+from sdeflow.integrators.grid_sampler import GridRun, GridSampler
 from sdeflow.integrators.schedules import SCHEDULES, GridCoefficients, solver_times
 
 ORDERS = (1, 2, 3)
@@ -83,7 +82,7 @@ def step_orders(lam: list[float], order: int, lower_order_final: bool) -> list[i
     return out
 
 
-class DPMSolverSampler(Sampler):
+class DPMSolverSampler(GridSampler):
     """DPM-Solver++ multistep with data prediction (Lu et al. 2022b, "DPM-Solver++", Alg. 2; the
     third-order variant as in the authors' code), written through ``alpha_t``, ``sigma_t`` and the
     log-SNR of the process, so it runs on every process with Gaussian marginals (VP, sub-VP, VE,
@@ -130,17 +129,14 @@ class DPMSolverSampler(Sampler):
             raise OptionError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
         if order3_rule not in ORDER3_RULES:
             raise OptionError(f"order3_rule must be one of {', '.join(ORDER3_RULES)}, got {order3_rule!r}")
-        if clip_x0 is not None and not clip_x0 > 0:
-            raise OptionError(f"clip_x0 must be positive or None, got {clip_x0!r}")
+        check_clip_x0(clip_x0)
         self.steps, self.order, self.schedule, self.order3_rule = int(steps), int(order), schedule, order3_rule
         self.lower_order_final, self.clip_x0 = bool(lower_order_final), clip_x0
         self.t_end, self.check_finite = t_end, bool(check_finite)
 
-    def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        process = score_model.process
-        t_start, t_end = resolve_interval(process, self.t_end)
-        device, dtype = score_model.device, score_model.dtype
+    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
+        """The grid, every step's weights and an empty history of data predictions."""
+        process = run.process
         grid = solver_times(process, t_start, t_end, self.steps, self.schedule)
         co = GridCoefficients.of(process, grid)
         n = grid.numel() - 1
@@ -149,37 +145,19 @@ class DPMSolverSampler(Sampler):
             raise OptionError(f"sampler 'dpm_solver': the {self.schedule!r} grid of {type(process).__name__} is not "
                               f"strictly decreasing in t and increasing in log-SNR: t={grid.tolist()}")
         orders = step_orders(lam, self.order, self.lower_order_final)
-        plan = [multistep_weights(lam, co.alpha, co.sigma, k, orders[k], self.order3_rule) for k in range(n)]
-        times = grid.to(device=device, dtype=dtype)
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
-        x0_of = Denoiser(evaluator, self.clip_x0)
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=n, desc="dpm_solver")
-        with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            if observer is not None:
-                observer.observe(0, times[0], x)
-            history: list[torch.Tensor] = []  # data predictions, the most recent first
-            for k in range(n):
-                m0 = x0_of(x, times[k].expand(shape[0]))
-                history.insert(0, m0)
-                del history[self.order:]
-                c, w = plan[k]
-                x = c * x
-                for wj, mj in zip(w, history):
-                    x = x + wj * mj
-                if observer is not None:
-                    observer.observe(k + 1, times[k + 1], x)
-            if observer is not None:
-                observer.close()
-        g = grid.tolist()
+        weights = [multistep_weights(lam, co.alpha, co.sigma, k, orders[k], self.order3_rule) for k in range(n)]
+        return grid, (weights, [])
 
-        def step_of(t: float) -> str:
-            k = min(range(n), key=lambda i: abs(g[i] - t))
-            return f"step {k + 1} of {n}"
+    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+        """``x_{k+1} = c x_k + sum_j w_j m_j`` over the latest data predictions, the newest first."""
+        weights, history = run.plan
+        history.insert(0, run.x0(x, run.at(k)))
+        del history[self.order:]
+        c, w = weights[k]
+        x = c * x
+        for wj, mj in zip(w, history):
+            x = x + wj * mj
+        return x
 
-        evaluator.raise_if_nonfinite(f"sampler 'dpm_solver' (order={self.order}, steps={n}, "
-                                     f"schedule={self.schedule!r})", step_of, samples=x)
-        traj, tt = observer.trajectory() if observer is not None else (None, None)
-        return SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=tt)
+    def _describe(self, run: GridRun) -> str:
+        return f"order={self.order}, steps={run.n}, schedule={self.schedule!r}"

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import Tensor
 
-from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import StepObserver, check_positive_int, denoise, resolve_interval
-from sdeflow.integrators.evaluator import ScoreEvaluator
+from sdeflow.integrators.common import check_positive_int
+from sdeflow.integrators.grid_sampler import GridRun, GridSampler
 from sdeflow.integrators.grids import reverse_grid
-from sdeflow.shapes import randn
 
 
-class AnnealedLangevinSampler(Sampler):
+class AnnealedLangevinSampler(GridSampler):
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
     For noise levels ``sigma_1 > ... > sigma_L`` (the marginal std at the level times), with
@@ -49,48 +50,27 @@ class AnnealedLangevinSampler(Sampler):
         self.step_size, self.n_steps_each, self.num_scales = float(step_size), int(n_steps_each), num_scales
         self.denoise, self.t_end, self.check_finite = bool(denoise), t_end, bool(check_finite)
 
-    def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        process = score_model.process
-        t_start, t_end = resolve_interval(process, self.t_end)
-        device, dtype = score_model.device, score_model.dtype
+    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
+        """The levels, each repeated ``T`` times (step ``k`` runs at level ``k // T``: the grid point
+        after it), and the step sizes ``alpha_i`` with their square roots."""
+        process = run.process
         steps = None if self.num_scales is None else self.num_scales - 1
         if process.discrete_times() is None and steps is None:
             steps = 9
-        grid = reverse_grid(process, t_start, t_end, steps, default_steps=9, spacing="log_snr")
-        levels = grid.to(device=device, dtype=dtype)
-        sig = process.marginal(levels)[1]
+        levels = reverse_grid(process, t_start, t_end, steps, default_steps=9, spacing="log_snr")
+        sig = process.marginal(levels.to(device=run.device, dtype=run.dtype))[1]
         alphas = self.step_size * sig * sig / (sig[-1] * sig[-1])
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
-        total = levels.numel() * self.n_steps_each
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=total, desc="langevin")
-        k = 0
-        with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            if observer is not None:
-                observer.observe(0, levels[0], x)
-            for i in range(levels.numel()):
-                t = levels[i].expand(shape[0])
-                a = alphas[i]
-                root = torch.sqrt(a)
-                for _ in range(self.n_steps_each):
-                    x = x + 0.5 * a * evaluator(x, t) + root * randn(shape, generator, device, dtype)
-                    k += 1
-                    if observer is not None:
-                        observer.observe(k, levels[i], x)
-            if observer is not None:
-                observer.close()
-            if self.denoise:
-                x = denoise(score_model, evaluator, x, float(levels[-1]))
-        lv = grid.tolist()
+        grid = torch.cat([levels[:1], levels.repeat_interleave(self.n_steps_each)])
+        return grid, (levels.numel(), alphas, alphas.sqrt())
 
-        def level_of(t: float) -> str:
-            i = min(range(len(lv)), key=lambda j: abs(lv[j] - t))
-            return f"noise level {i + 1} of {len(lv)}"
+    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+        """``x + alpha_i / 2 score(x, t_i) + sqrt(alpha_i) z`` at level ``i = k // T``."""
+        _, alphas, roots = run.plan
+        i = k // self.n_steps_each
+        return x + 0.5 * alphas[i] * run.evaluator(x, run.at(k + 1)) + roots[i] * run.noise()
 
-        evaluator.raise_if_nonfinite(f"sampler 'langevin' ({len(lv)} levels x {self.n_steps_each} steps)",
-                                     level_of, samples=x)
-        traj, tt = observer.trajectory() if observer is not None else (None, None)
-        return SampleResult(samples=x, nfe=evaluator.nfe, steps=total, trajectory=traj, times=tt)
+    def _describe(self, run: GridRun) -> str:
+        return f"{run.plan[0]} levels x {self.n_steps_each} steps"
+
+    def _step_label(self, run: GridRun, step: int) -> str:
+        return f"noise level {(step - 1) // self.n_steps_each + 1} of {run.plan[0]}"

@@ -7,8 +7,9 @@ import torch
 from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
 from sdeflow.integrators.brownian import ScaledBrownian, StepNoise
-from sdeflow.integrators.common import StepObserver, check_positive_int, denoise, resolve_interval, resolve_steps
+from sdeflow.integrators.common import check_positive_int, denoise, resolve_interval, resolve_steps
 from sdeflow.integrators.evaluator import ScoreEvaluator
+from sdeflow.integrators.run import SamplingRun
 from sdeflow.integrators.sde import SDE_METHODS, SDE_STRONG_ORDER, ReverseSDEStepTime, integrate_sde
 
 BROWNIAN = ("fast", "interval")
@@ -72,41 +73,35 @@ class SDESampler(Sampler):
 
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
                 callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        process = score_model.process
+        run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory)
+        process, evaluator = run.process, run.evaluator
         t_start, t_end = resolve_interval(process, self.t_end)
         n = resolve_steps(self.steps, self.dt, t_start - t_end, default=1000)
-        device, dtype = score_model.device, score_model.dtype
         batch, dim = shape[0], int(torch.Size(shape[1:]).numel())
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
         sde = ReverseSDEStepTime(process.reverse_sde(evaluator), process, shape, t_start, t_end, n,
                                  SDE_METHODS[self.method])
-        where = f"sampler 'sde' (method={self.method!r}, steps={n})"
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=n, desc=f"sde/{self.method}")
+        run.observe_steps(n, f"sde/{self.method}")
         with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            bm = self._brownian((batch, dim), generator, dtype, device, t_start - t_end, n)
+            x = run.prior()
+            bm = self._brownian((batch, dim), generator, run.dtype, run.device, t_start - t_end, n)
             on_step = None
-            if observer is not None:
+            if run.observer is not None:
                 t_kw = dict(dtype=x.dtype, device=x.device)
-                observer.observe(0, torch.tensor(t_start, **t_kw), x)
+                run.observe(0, torch.tensor(t_start, **t_kw), x)
 
                 def on_step(k: int, y: torch.Tensor) -> None:
                     t_k = t_end if k + 1 == n else t_start - (k + 1) * sde.h
-                    observer.observe(k + 1, torch.tensor(t_k, **t_kw), y.reshape(shape))
+                    run.observe(k + 1, torch.tensor(t_k, **t_kw), y.reshape(shape))
 
             try:
                 y = integrate_sde(sde, x.reshape(batch, dim), self.method, bm, on_step)
             finally:
-                if observer is not None:
-                    observer.close()
+                run.close()
             x = y.reshape(shape)
             if self.denoise:
                 x = denoise(score_model, evaluator, x, t_end)
-        evaluator.raise_if_nonfinite(where, lambda t: self._step_of(evaluator, sde, n, t), samples=x)
-        traj, times = observer.trajectory() if observer is not None else (None, None)
-        return SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=times)
+        return run.result(x, f"sampler 'sde' (method={self.method!r}, steps={n})",
+                          lambda t: self._step_of(evaluator, sde, n, t), steps=n)
 
     def _step_of(self, evaluator: ScoreEvaluator, sde: ReverseSDEStepTime, n: int, t: float) -> str:
         """The step of the first non-finite score evaluation, from its evaluation number (exact:
