@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -11,6 +12,44 @@ from sdeflow.errors import OptionError
 from sdeflow.integrators.common import check_positive_int
 from sdeflow.integrators.grid_sampler import GridRun, GridSampler
 from sdeflow.integrators.grids import reverse_grid
+
+
+#: the default relative step ``alpha_i / sigma_i^2``: NCSN's ``eps / sigma_L^2 = 2e-5 / 0.01^2``
+#: (Song & Ermon 2019, Sec. 5), kept for every last level ``sigma_L``
+DEFAULT_RELATIVE_STEP = 0.2
+STEP_RULES = ("ncsn", "ncsnv2")
+
+
+def ncsnv2_relative_step(n_steps_each: int, gamma: float) -> float:
+    """NCSNv2's step (Song & Ermon 2020, Technique 4): the relative step ``u = eps / sigma_L^2`` that
+    brings the variance ratio after ``T`` Langevin steps at a level, started from the previous
+    level's distribution (their Eq. 4, with ``2 u / (1 - (1 - u)^2) = 1 / (1 - u / 2)``),
+
+        s_T^2 / sigma_i^2 = (1 - u)^(2T) (gamma^2 - 1 / (1 - u/2)) + 1 / (1 - u/2),
+
+    closest to 1; ``gamma = sigma_{i-1} / sigma_i`` is the levels' ratio.
+
+    Args:
+        n_steps_each: ``T``.
+        gamma: the ratio of consecutive levels (> 1).
+
+    Returns:
+        ``u`` in ``(0, 1)`` (found on a log grid of ``u`` refined by golden-section search).
+    """
+
+    def miss(log_u: float) -> float:
+        u = math.exp(log_u)
+        stationary = 1.0 / (1.0 - 0.5 * u)
+        return abs((1.0 - u) ** (2 * n_steps_each) * (gamma * gamma - stationary) + stationary - 1.0)
+
+    logs = [math.log(1e-8) + i * (math.log(0.999) - math.log(1e-8)) / 4000 for i in range(4001)]
+    i = min(range(len(logs)), key=lambda j: miss(logs[j]))
+    lo, hi = logs[max(i - 1, 0)], logs[min(i + 1, len(logs) - 1)]
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(60):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        lo, hi = (lo, b) if miss(a) < miss(b) else (a, hi)
+    return math.exp(0.5 * (lo + hi))
 
 
 class AnnealedLangevinSampler(GridSampler):
@@ -25,8 +64,18 @@ class AnnealedLangevinSampler(GridSampler):
     Jolicoeur-Martineau et al. 2021). Levels: the process's own (NCSN) or ``num_scales`` times
     uniform in log-SNR (geometric sigmas for VE).
 
+    The step relative to the level, ``alpha_i / sigma_i^2 = eps / sigma_L^2``, is what decides
+    stability (for ``p_t`` of variance ``V_i >= sigma_i^2`` the chain contracts only while
+    ``alpha_i < 4 V_i``). A fixed ``eps`` makes it grow without bound as ``sigma_L`` falls: NCSN's
+    ``2e-5`` is 0.2 at ``sigma_L = 0.01`` but 1650 on sub-VP at ``t_min`` (``sigma_L = 1.1e-4``),
+    where the top levels diverge. So the default ``eps`` is ``0.2 sigma_L^2``
+    (:data:`DEFAULT_RELATIVE_STEP`): exactly NCSN's 2e-5 on NCSN's levels, stable for any
+    ``sigma_L``. ``step_rule="ncsnv2"`` chooses the relative step by NCSNv2's Technique 4
+    (:func:`ncsnv2_relative_step`) from ``T`` and the levels' ratio.
+
     Args:
-        step_size: ``eps`` (2e-5 in the paper).
+        step_size: ``eps``; default ``None``: ``0.2 sigma_L^2`` (``"ncsn"`` rule) or NCSNv2's
+            (``"ncsnv2"``; giving ``step_size`` too is an error).
         n_steps_each: ``T`` (100 in the paper).
         num_scales: number of levels for continuous processes (default 10); for a discrete
             process (NCSN), an evenly strided subset of its own levels.
@@ -34,20 +83,28 @@ class AnnealedLangevinSampler(GridSampler):
         t_end: time of the last level (default ``t_min``; must have a finite log-SNR for
             continuous processes, so ``ve`` needs ``t_end > 0``).
         check_finite: raise on NaN/Inf, naming the level.
+        step_rule: ``"ncsn"`` (default) or ``"ncsnv2"`` (see above).
     """
 
     name = "langevin"
     stochastic = True
     requires_gaussian_marginals = True
 
-    def __init__(self, step_size: float = 2e-5, n_steps_each: int = 100, num_scales: int | None = None,
-                 denoise: bool = True, t_end: float | None = None, check_finite: bool = True) -> None:
-        if not step_size > 0:
-            raise OptionError(f"step_size must be positive, got {step_size!r}")
+    def __init__(self, step_size: float | None = None, n_steps_each: int = 100, num_scales: int | None = None,
+                 denoise: bool = True, t_end: float | None = None, check_finite: bool = True,
+                 step_rule: str = "ncsn") -> None:
+        if step_size is not None and not step_size > 0:
+            raise OptionError(f"step_size must be positive or None, got {step_size!r}")
+        if step_rule not in STEP_RULES:
+            raise OptionError(f"step_rule must be one of {', '.join(STEP_RULES)}, got {step_rule!r}")
+        if step_rule == "ncsnv2" and step_size is not None:
+            raise OptionError("step_rule='ncsnv2' chooses the step size itself (Technique 4); drop step_size, "
+                              "or use step_rule='ncsn'")
         check_positive_int("n_steps_each", n_steps_each)
         if num_scales is not None and (int(num_scales) != num_scales or num_scales < 2):
             raise OptionError(f"num_scales must be an integer >= 2, got {num_scales!r}")
-        self.step_size, self.n_steps_each, self.num_scales = float(step_size), int(n_steps_each), num_scales
+        self.step_size = None if step_size is None else float(step_size)
+        self.step_rule, self.n_steps_each, self.num_scales = step_rule, int(n_steps_each), num_scales
         self.denoise, self.t_end, self.check_finite = bool(denoise), t_end, bool(check_finite)
 
     def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
@@ -59,9 +116,19 @@ class AnnealedLangevinSampler(GridSampler):
             steps = 9
         levels = reverse_grid(process, t_start, t_end, steps, default_steps=9, spacing="log_snr")
         sig = process.marginal(levels.to(device=run.device, dtype=run.dtype))[1]
-        alphas = self.step_size * sig * sig / (sig[-1] * sig[-1])
+        if self.step_size is not None:
+            alphas = self.step_size * sig * sig / (sig[-1] * sig[-1])
+        else:
+            alphas = self.relative_step(sig.tolist()) * sig * sig
         grid = torch.cat([levels[:1], levels.repeat_interleave(self.n_steps_each)])
         return grid, (levels.numel(), alphas, alphas.sqrt())
+
+    def relative_step(self, sigmas: list[float]) -> float:
+        """The default ``alpha_i / sigma_i^2`` for the levels ``sigmas`` (descending)."""
+        if self.step_rule == "ncsn":
+            return DEFAULT_RELATIVE_STEP
+        gamma = (sigmas[0] / sigmas[-1]) ** (1.0 / (len(sigmas) - 1))
+        return ncsnv2_relative_step(self.n_steps_each, gamma)
 
     def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
         """``x + alpha_i / 2 score(x, t_i) + sqrt(alpha_i) z`` at level ``i = k // T``."""
