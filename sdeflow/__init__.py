@@ -19,6 +19,7 @@ from .api import (component_options, create_component, create_model, create_proc
 from .plugin_manager import register_plugin, reload_plugins, unregister_plugin  # noqa: E402
 from .targets import GaussianMixture  # noqa: E402
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood  # noqa: E402
+from .integrators.calibration import ScheduleCalibration, calibrate_schedule  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -28,10 +29,12 @@ __all__ = [
     "LikelihoodResult",
     "MarginalDefinedProcess",
     "SampleResult",
+    "ScheduleCalibration",
     "Sampler",
     "ScoreModel",
     "append_dims",
     "bits_per_dim",
+    "calibrate_schedule",
     "component_options",
     "create_component",
     "list_components",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from torch import Tensor
 
 from sdeflow.errors import OptionError
 from sdeflow.integrators.common import check_clip_x0, check_positive_int
 from sdeflow.integrators.grid_sampler import GridRun, GridSampler
-from sdeflow.integrators.schedules import SCHEDULES, GridCoefficients, solver_times
+from sdeflow.integrators.schedules import GridCoefficients, check_schedule, schedule_steps, solver_times
 
 
 def ddim_noise_std(eta: float, sigma_t: float, sigma_s: float, log_snr_t: float, log_snr_s: float) -> float:
@@ -41,7 +41,8 @@ class DDIMSampler(GridSampler):
         steps: number of steps = score evaluations (default 50).
         eta: 0 (deterministic, default) to 1 (DDPM-like ancestral).
         schedule: ``"time_uniform"`` (DDIM's "linear" skip, default), ``"time_quadratic"``,
-            ``"logSNR"`` or ``"chain"`` (the process's own discrete times: DDPM's timesteps).
+            ``"logSNR"``, ``"edm"``, ``"chain"`` (the process's own discrete times: DDPM's timesteps), or
+            noise levels ``sigma_t / alpha_t`` (``steps`` is then their number less one).
         clip_x0: clamp ``x0_theta`` to ``[-clip_x0, clip_x0]`` (``eps`` is recomputed from it).
         t_end: final time (default ``t_min``).
         check_finite: raise on NaN/Inf, naming the step.
@@ -51,13 +52,13 @@ class DDIMSampler(GridSampler):
     requires_gaussian_marginals = True
     order = 1.0
 
-    def __init__(self, steps: int = 50, eta: float = 0.0, schedule: str = "time_uniform",
+    def __init__(self, steps: int = 50, eta: float = 0.0, schedule: str | Sequence[float] = "time_uniform",
                  clip_x0: float | None = None, t_end: float | None = None, check_finite: bool = True) -> None:
         check_positive_int("steps", steps)
         if isinstance(eta, bool) or not 0.0 <= float(eta) <= 1.0:
             raise OptionError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: ancestral), got {eta!r}")
-        if schedule not in SCHEDULES:
-            raise OptionError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        schedule = check_schedule(schedule)
+        steps = schedule_steps(schedule, steps, 50)
         check_clip_x0(clip_x0)
         self.steps, self.eta, self.schedule, self.clip_x0 = int(steps), float(eta), schedule, clip_x0
         self.t_end, self.check_finite = t_end, bool(check_finite)

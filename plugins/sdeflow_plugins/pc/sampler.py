@@ -69,7 +69,7 @@ class PCSampler(GridSampler):
         from sdeflow.api import component_options
 
         check_positive_int("steps", steps)
-        if schedule is not None and schedule not in SCHEDULES:
+        if schedule is not None and (not isinstance(schedule, str) or schedule not in SCHEDULES):
             raise OptionError(f"unknown schedule {schedule!r}; valid: None (the process's chain or uniform time), "
                               f"{', '.join(SCHEDULES)}")
         if isinstance(n_corrector_steps, bool) or int(n_corrector_steps) != n_corrector_steps or n_corrector_steps < 0:
