@@ -19,6 +19,7 @@ from .api import (component_options, create_component, create_model, create_proc
 from .plugin_manager import register_plugin, reload_plugins, unregister_plugin  # noqa: E402
 from .targets import GaussianMixture  # noqa: E402
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood  # noqa: E402
+from .training.model_spec import load_score_model  # noqa: E402
 from .integrators.calibration import ScheduleCalibration, calibrate_schedule  # noqa: E402
 
 __version__ = "0.1.0"
@@ -43,6 +44,7 @@ __all__ = [
     "create_sampler",
     "hookimpl",
     "list_plugins",
+    "load_score_model",
     "log_likelihood",
     "register_plugin",
     "reload_plugins",

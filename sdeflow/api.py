@@ -55,7 +55,28 @@ def _create(kind: str, name: str, options: dict[str, Any]) -> Any:
             f"{kind} {name!r} (plugin {comp.source!r}) needs option(s) {', '.join(missing)}, e.g. "
             f"create_{kind}({name!r}, {missing[0]}=...); valid options: {listing}"
         )
-    return comp.factory(**options), comp
+    obj = comp.factory(**options)
+    remember_component(obj, kind, name, options)
+    return obj, comp
+
+
+#: attribute under which :func:`create_process` / :func:`create_model` / ... record how an object was built
+SPEC_ATTR = "_sdeflow_component"
+
+
+def remember_component(obj: Any, kind: str, name: str, options: dict[str, Any]) -> None:
+    """Record ``{"kind", "name", "options"}`` on ``obj`` (read by checkpoints to rebuild it by name;
+    objects that take no attributes are left alone)."""
+    try:
+        obj.__dict__[SPEC_ATTR] = {"kind": kind, "name": name, "options": dict(options)}
+    except (AttributeError, TypeError):
+        pass
+
+
+def component_spec(obj: Any) -> dict[str, Any] | None:
+    """``{"kind", "name", "options"}`` of an object built by a ``create_*`` function, else ``None``."""
+    spec = getattr(obj, "__dict__", {}).get(SPEC_ATTR)
+    return dict(spec) if isinstance(spec, dict) else None
 
 
 def create_process(name: str, **options: Any) -> ForwardProcess:

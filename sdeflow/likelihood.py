@@ -281,7 +281,8 @@ def log_likelihood(
         probe: ``"rademacher"`` (lower variance) or ``"gaussian"``.
         generator: random source of the probes.
         method: any torchdiffeq method (adaptive or fixed-grid).
-        rtol, atol: tolerances of adaptive methods (default 1e-5 each).
+        rtol: relative tolerance of adaptive methods (default 1e-5).
+        atol: absolute tolerance of adaptive methods (default 1e-5).
         steps: equal steps of a fixed-grid method (default 100); an error for adaptive ones.
         t_start: where the density is evaluated (default ``process.t_min``), in
             ``[t_min, t_max)``.

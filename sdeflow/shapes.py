@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .errors import ShapeError
+from .sharding import ShardedGenerator, sharded_draw
 
 
 def append_dims(v: Tensor, ndim: int) -> Tensor:
@@ -61,8 +62,16 @@ def randn(
 
     A generator lives on one device; when it differs from ``device`` the noise is drawn where
     the generator lives and moved, so the same seed gives the same numbers on every device.
+    A :class:`sdeflow.sharding.ShardedGenerator` with a shard set draws batch-shaped noise for
+    the global batch and returns this process's rows (data-parallel training).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
+    if isinstance(generator, ShardedGenerator):
+        return sharded_draw(_randn, shape, generator, device, dtype)
+    return _randn(shape, generator, device, dtype)
+
+
+def _randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
     if generator is not None and generator.device.type != device.type:
         return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
@@ -76,6 +85,12 @@ def rand(
 ) -> Tensor:
     """Uniform ``[0, 1)`` numbers from ``generator`` on ``device`` (see :func:`randn`)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
+    if isinstance(generator, ShardedGenerator):
+        return sharded_draw(_rand, shape, generator, device, dtype)
+    return _rand(shape, generator, device, dtype)
+
+
+def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
     if generator is not None and generator.device.type != device.type:
         return torch.rand(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
     return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)

@@ -35,6 +35,7 @@ from sdeflow import ForwardProcess, GaussianMixture, ScoreModel, append_dims
 from sdeflow.datasets import anisotropic_mixture, gaussian_1d, nine_gaussians
 from sdeflow.errors import IncompatibleError, NonFiniteError, OptionError, UnknownComponentError
 from sdeflow.integrators.schedules import EDM_SIGMA_MIN, GridCoefficients, edm_times, scaled_sigma, solver_times
+from sdeflow.testing import ReferenceOUProcess
 
 PROCESSES = ("vp", "subvp", "ve", "ddpm")
 N = 8000  # samples for the log-density metric (issue 5)
@@ -259,25 +260,13 @@ def test_lower_order_final_step() -> None:
 
 
 # ---------------------------------------------------------------------------- a third-party process
-class OUProcess(ForwardProcess):
+class OUProcess(ReferenceOUProcess):
     """Ornstein-Uhlenbeck ``dx = -theta x dt + sqrt(2 theta) dw``: ``alpha_t = exp(-theta t)``,
-    ``sigma_t^2 = 1 - exp(-2 theta t)``. Only drift, diffusion and marginal: log-SNR and its inverse
-    (bisection) come from the base class."""
-
-    t_min = 1e-4
+    ``sigma_t^2 = 1 - exp(-2 theta t)`` (the conformance kit's reference process). Only drift,
+    diffusion and marginal: log-SNR and its inverse (bisection) come from the base class."""
 
     def __init__(self, theta: float = 4.0) -> None:
-        super().__init__()
-        self.theta = float(theta)
-
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        return -self.theta * x
-
-    def diffusion(self, t: Tensor) -> Tensor:
-        return torch.full_like(t, math.sqrt(2.0 * self.theta))
-
-    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.exp(-self.theta * t), torch.sqrt(-torch.expm1(-2.0 * self.theta * t))
+        super().__init__(theta=theta, t_min=1e-4)
 
 
 class OUPlugin:

@@ -13,4 +13,4 @@ def main() -> None:
     """sdeflow: score-based diffusion models from one forward SDE."""
 
 
-from . import demo_cmd, plugins_cmd  # noqa: E402,F401  (registers commands)
+from . import demo_cmd, likelihood_cmd, plugins_cmd, sample_cmd, train_cmd  # noqa: E402,F401  (registers commands)

@@ -84,12 +84,18 @@ def integrate_ode(
     Args:
         field: the vector field.
         x0: initial state at ``t_start``.
+        t_start: initial time (``t_max`` for sampling).
+        t_end: final time (torchdiffeq integrates the decreasing interval itself).
         method: a torchdiffeq method name.
         steps: equal steps for fixed-grid methods (ignored by adaptive ones).
-        rtol, atol: tolerances of adaptive methods.
+        rtol: relative tolerance of adaptive methods.
+        atol: absolute tolerance of adaptive methods.
         options: extra torchdiffeq options.
         on_step: called as ``on_step(t, x, dt)`` before each (accepted) step, via torchdiffeq's
             ``callback_step`` / ``callback_accept_step``.
+
+    Returns:
+        The state at ``t_end``.
     """
     opts = dict(options or {})
     if method in FIXED_GRID_METHODS and steps is not None:

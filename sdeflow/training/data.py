@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..errors import ShapeError
+from ..sharding import shard_bounds
+
+
+class Shard(NamedTuple):
+    """This process's part of one global batch.
+
+    Attributes:
+        x: the rows ``[start, stop)`` of the global batch (moved and cast).
+        start, stop: the row range. A rank left without rows (a batch with fewer rows than
+            ranks) gets row 0 with ``weight = 0``, so every rank still runs the step.
+        total: rows in the global batch.
+        weight: ``(stop - start) / total``, this rank's share of the batch mean.
+    """
+
+    x: Tensor
+    start: int
+    stop: int
+    total: int
+    weight: float
 
 
 class BatchSource:
@@ -27,13 +46,18 @@ class BatchSource:
         seed: seed of the data generator.
         device: where batches are moved.
         dtype: floating dtype of the batches (``None`` keeps the data's).
+        shard: ``(rank, world_size)`` for data-parallel training: every rank walks the same global
+            batch order (same seed) and :meth:`next` returns this rank's contiguous rows of each
+            global batch (:func:`sdeflow.sharding.shard_bounds`); ``None``: the whole batch.
     """
 
     def __init__(self, data: Any, batch_size: int, seed: int = 0, device: torch.device | str = "cpu",
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, shard: tuple[int, int] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.data, self.batch_size, self.device, self.dtype = data, int(batch_size), torch.device(device), dtype
+        self.rank, self.world_size = shard if shard is not None else (0, 1)
+        shard_bounds(0, self.world_size, self.rank)  # validates the pair
         self.generator = torch.Generator().manual_seed(int(seed))
         self.perm: Tensor | None = None
         self.pos = 0
@@ -61,7 +85,11 @@ class BatchSource:
         return x.to(device=self.device, dtype=self.dtype or (x.dtype if x.is_floating_point() else torch.float32))
 
     def next(self) -> Tensor:
-        """The next batch."""
+        """The next batch (this rank's rows of it when sharded)."""
+        return self.next_shard().x
+
+    def next_shard(self) -> Shard:
+        """The next global batch's rows for this rank, with their range and weight."""
         if self.kind == "tensor":
             n = self.data.shape[0]
             if self.perm is None or self.pos >= n:
@@ -71,9 +99,25 @@ class BatchSource:
                 self.pos = 0
             idx = self.perm[self.pos:self.pos + self.batch_size]
             self.pos += idx.numel()
-            return self._to(self.data[idx])
+            start, stop, total, weight = self._bounds(idx.numel())
+            return Shard(self._to(self.data[idx[start:stop]]), start, stop, total, weight)
         if self.kind == "distribution":
-            return self._to(self.data.sample(self.batch_size, generator=self.generator))
+            return self._slice(self._to(self.data.sample(self.batch_size, generator=self.generator)))
+        return self._slice(self._next_from_iterable())
+
+    def _bounds(self, total: int) -> tuple[int, int, int, float]:
+        if self.world_size == 1:
+            return 0, total, total, 1.0
+        start, stop = shard_bounds(total, self.world_size, self.rank)
+        if start == stop:  # fewer rows than ranks: take row 0 with weight 0, so this rank still steps
+            return 0, 1, total, 0.0
+        return start, stop, total, (stop - start) / total
+
+    def _slice(self, x: Tensor) -> Shard:
+        start, stop, total, weight = self._bounds(x.shape[0])
+        return Shard(x if self.world_size == 1 else x[start:stop], start, stop, total, weight)
+
+    def _next_from_iterable(self) -> Tensor:
         for _ in range(2):
             if self._iter is None:
                 self._iter = iter(self.data)

@@ -15,8 +15,11 @@ from ..errors import NonFiniteError, OptionError
 from ..score_model import ScoreModel
 from .checkpoint import (Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, prune_checkpoints,
                          save_checkpoint)
+from ..sharding import ShardedGenerator
 from .data import BatchSource
+from .distributed import DistributedContext, LossModule, current_context, wrap_ddp
 from .ema import EMA
+from .model_spec import describe_score_model
 
 LossFn = Callable[[ScoreModel, Tensor, torch.Generator], Tensor]
 Callback = Callable[["Trainer", int], None]
@@ -124,12 +127,26 @@ class Trainer:
         out_dir: checkpoint folder (``None``: no checkpoints).
         loss_fn: ``loss_fn(score_model, x0, generator) -> scalar`` (default:
             ``score_model.loss``).
-        callbacks: called as ``callback(trainer, step)`` every ``eval_every`` steps.
+        callbacks: called as ``callback(trainer, step)`` every ``eval_every`` steps (on every
+            rank when distributed; :attr:`is_main` tells rank 0).
+        metadata: JSON-serialisable user metadata stored in every checkpoint's manifest
+            (``manifest["metadata"]``). The manifest also records ``model_spec`` (the registry
+            names and options of the process and network, when they were built by
+            :func:`sdeflow.create_process` / :func:`sdeflow.create_model`) so that
+            :func:`sdeflow.load_score_model` can rebuild the model without code.
+        distributed: a :class:`~sdeflow.training.distributed.DistributedContext` to train
+            data-parallel over its ranks (see :mod:`sdeflow.training.distributed`); ``None``
+            (default): use the running ``torch.distributed`` process group if there is one with
+            more than one rank; ``False``: train in this process alone.
+        find_unused_parameters: passed to DistributedDataParallel (for objectives that leave
+            some parameters without a gradient in a step).
     """
 
     def __init__(self, score_model: ScoreModel, data: Any, config: TrainConfig | None = None,
                  out_dir: str | Path | None = None, loss_fn: LossFn | None = None,
-                 callbacks: Sequence[Callback] = (), **overrides: Any) -> None:
+                 callbacks: Sequence[Callback] = (), metadata: dict[str, Any] | None = None,
+                 distributed: DistributedContext | bool | None = None, find_unused_parameters: bool = False,
+                 **overrides: Any) -> None:
         cfg = config or TrainConfig()
         unknown = set(overrides) - set(asdict(cfg))
         if unknown:
@@ -141,10 +158,19 @@ class Trainer:
         self.loss_fn = loss_fn or (lambda m, x, g: m.loss(x, generator=g))
         self.callbacks = list(callbacks)
         self.device = score_model.device
+        self.metadata = dict(metadata or {})
+        #: the data-parallel context (``None``: this process alone)
+        self.dist: DistributedContext | None = _resolve_distributed(distributed)
+        world = self.dist.world_size if self.dist is not None else 1
+        rank = self.dist.rank if self.dist is not None else 0
         self.data = BatchSource(data, cfg.batch_size, seed=cfg.seed, device=self.device,
-                                dtype=score_model.dtype)
+                                dtype=score_model.dtype, shard=(rank, world) if world > 1 else None)
         gen_device = self.device if self.device.type == "cuda" else "cpu"
-        self.noise_generator = torch.Generator(device=gen_device).manual_seed(cfg.seed + 1)
+        gen_cls = ShardedGenerator if self.dist is not None else torch.Generator
+        self.noise_generator = gen_cls(device=gen_device).manual_seed(cfg.seed + 1)
+        self._ddp = (wrap_ddp(LossModule(score_model, self.loss_fn), self.dist, find_unused_parameters)
+                     if self.dist is not None else None)
+        self._sample_shape: tuple[int, ...] | None = None
         params = [p for p in score_model.parameters() if p.requires_grad]
         if not params:
             raise OptionError("the score model has no trainable parameters")
@@ -194,21 +220,46 @@ class Trainer:
         return torch.bfloat16
 
     # ------------------------------------------------------------------ the loop
+    @property
+    def is_main(self) -> bool:
+        """True in a one-process run and on rank 0 of a distributed one."""
+        return self.dist is None or self.dist.is_main
+
     def train_step(self, x0: Tensor) -> Tensor:
-        """One optimiser step on batch ``x0``; returns the (device) loss without synchronising."""
+        """One optimiser step on batch ``x0``; returns the (device) loss without synchronising.
+
+        When distributed, ``x0`` is this rank's part of the step's batch and the ranks' parts are
+        weighted equally; :meth:`fit` instead draws global batches and weights each rank's rows
+        by their share, so that the step equals one process's step on the whole batch.
+        """
+        world = self.dist.world_size if self.dist is not None else 1
+        return self._step(x0, 1.0 / world, None)
+
+    def _step(self, x0: Tensor, weight: float, rows: tuple[int, int, int] | None) -> Tensor:
+        """One optimiser step; ``weight`` is this rank's share of the global batch mean, ``rows``
+        its ``(start, stop, total)`` in the global batch (distributed only)."""
         if not self.model.training:
-            self.model.train()
+            (self._ddp if self._ddp is not None else self.model).train()
+        self._sample_shape = tuple(x0.shape[1:])
         self.optimizer.zero_grad(set_to_none=True)
-        if self.autocast_dtype is not None:
-            with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
-                loss = self.loss_fn(self.model, x0, self.noise_generator)
+        gen = self.noise_generator
+        if self._ddp is not None and rows is not None:
+            with gen.rows(*rows):  # type: ignore[attr-defined]
+                loss = self._forward(x0)
         else:
-            loss = self.loss_fn(self.model, x0, self.noise_generator)
+            loss = self._forward(x0)
+        if self.dist is not None:
+            # DDP averages gradients over ranks: scale so the average is the global batch mean's;
+            # the returned value, summed over ranks at the next log step, is the global mean loss
+            loss = loss * weight
+            backward_loss = loss * self.dist.world_size
+        else:
+            backward_loss = loss
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(backward_loss).backward()
             self.scaler.unscale_(self.optimizer)
         else:
-            loss.backward()
+            backward_loss.backward()
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self._params, self.config.grad_clip)
         if self.scaler is not None:
@@ -221,6 +272,20 @@ class Trainer:
             self.ema.update(self.model)
         self.step += 1
         return loss.detach()
+
+    def _forward(self, x0: Tensor) -> Tensor:
+        call = self._ddp if self._ddp is not None else (lambda x, g: self.loss_fn(self.model, x, g))
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+                return call(x0, self.noise_generator)
+        return call(x0, self.noise_generator)
+
+    def _next_step(self) -> Tensor:
+        """Draw the next batch (this rank's rows when distributed) and take one step on it."""
+        if self.dist is None:
+            return self._step(self.data.next(), 1.0, None)
+        shard = self.data.next_shard()
+        return self._step(shard.x, shard.weight, (shard.start, shard.stop, shard.total))
 
     def fit(self, steps: int | None = None) -> TrainResult:
         """Train until ``steps`` (default ``config.steps``) optimiser steps are done in total.
@@ -235,7 +300,7 @@ class Trainer:
         start = time.perf_counter()
         first = self.step
         bar = None
-        if c.progress:
+        if c.progress and self.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc="train", leave=False)
@@ -244,7 +309,7 @@ class Trainer:
         window = 0
         try:
             while self.step < total:
-                loss = self.train_step(self.data.next())
+                loss = self._next_step()
                 window_losses[window].copy_(loss)  # one device op; no host sync
                 window += 1
                 at_log = self.step % c.log_every == 0 or self.step == total
@@ -271,7 +336,10 @@ class Trainer:
         return TrainResult(self.step, list(self.losses), time.perf_counter() - start)
 
     def _flush(self, values: Tensor) -> float:
-        """Read back the losses of the last ``len(values)`` steps, check them, log their mean."""
+        """Read back the losses of the last ``len(values)`` steps, check them, log their mean
+        (distributed: the ranks' weighted parts are summed first, one all-reduce)."""
+        if self.dist is not None:
+            values = self.dist.all_reduce_sum(values.clone())
         mean = float(values.mean())
         if not math.isfinite(mean):
             bad = int(torch.argmin(torch.isfinite(values).to(torch.uint8)))  # first non-finite slot
@@ -325,17 +393,27 @@ class Trainer:
             "model_class": type(self.model.network).__name__,
             "process_class": type(self.model.process).__name__,
             "parametrization": self.model.parametrization,
+            "metadata": self.metadata,
+            "world_size": self.dist.world_size if self.dist is not None else 1,
         }
+        spec = describe_score_model(self.model, self._sample_shape)
+        if spec is not None:
+            manifest["model_spec"] = spec
         return tensors, manifest
 
     def save(self) -> Path:
         """Write a checkpoint of the current step atomically; returns the manifest path."""
         if self.out_dir is None:
             raise OptionError("Trainer was built without out_dir: nowhere to save checkpoints")
-        tensors, manifest = self.state_tensors()
-        path = save_checkpoint(self.out_dir, self.step, tensors, manifest)
+        if self.is_main:  # distributed: rank 0 writes, the others wait for the file to exist
+            tensors, manifest = self.state_tensors()
+            path = save_checkpoint(self.out_dir, self.step, tensors, manifest)
+            prune_checkpoints(self.out_dir, self.config.keep_checkpoints)
+        else:
+            path = self.out_dir / f"step_{self.step:08d}.json"
+        if self.dist is not None:
+            self.dist.barrier()
         self.last_checkpoint = path
-        prune_checkpoints(self.out_dir, self.config.keep_checkpoints)
         return path
 
     def resume(self, path: str | Path | None = None) -> int:
@@ -402,3 +480,17 @@ class Trainer:
                 torch.cuda.set_rng_state_all(states)
         self.step = int(m["step"])
         self.losses = [tuple(x) for x in m.get("losses", [])]  # type: ignore[misc]
+
+
+def _resolve_distributed(distributed: DistributedContext | bool | None) -> DistributedContext | None:
+    if distributed is False:
+        return None
+    if distributed is None or distributed is True:
+        ctx = current_context()
+        if distributed is True and ctx is None:
+            raise OptionError("distributed=True but no torch.distributed process group with more than one rank is "
+                              "running; launch with torchrun and call sdeflow.training.init_distributed() first")
+        return ctx
+    if not isinstance(distributed, DistributedContext):
+        raise OptionError(f"distributed must be a DistributedContext, True, False or None, got {distributed!r}")
+    return distributed if distributed.active else None

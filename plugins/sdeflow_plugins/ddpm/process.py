@@ -27,7 +27,8 @@ class DDPMProcess(ForwardProcess):
 
     Args:
         num_steps: ``N``.
-        beta_start, beta_end: linear schedule's end points (Ho et al. 2020: 1e-4, 0.02).
+        beta_start: the linear schedule's first beta (Ho et al. 2020: 1e-4).
+        beta_end: the linear schedule's last beta (Ho et al. 2020: 0.02).
         schedule: ``"linear"`` or ``"cosine"`` (Nichol & Dhariwal 2021).
         cosine_s: the cosine schedule's offset.
     """

@@ -38,8 +38,11 @@ class EDMHeunSampler(GridSampler):
         rho: the schedule's exponent (default 7).
         sigma_min: smallest nonzero noise level ``sigma/alpha`` (default: the level at ``t_end``,
             or 0.002 where that is 0); must lie within the process's levels.
-        S_churn, S_tmin, S_tmax, S_noise: EDM's stochasticity (Alg. 2; ``S_churn = 0``: Alg. 1).
+        S_churn: EDM's total churn (Alg. 2; ``S_churn = 0``: the deterministic Alg. 1);
             ``sigma_hat`` is capped at the level of ``t_max``.
+        S_tmin: churn only at levels ``sigma >= S_tmin``.
+        S_tmax: churn only at levels ``sigma <= S_tmax``.
+        S_noise: scale of the churn noise.
         t_end: final time (default ``t_min``).
         check_finite: raise on NaN/Inf, naming the step.
     """

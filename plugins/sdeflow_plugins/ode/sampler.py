@@ -26,7 +26,8 @@ class ODESampler(Sampler):
         method: any torchdiffeq method: adaptive (``dopri5``, ``dopri8``, ``bosh3``,
             ``fehlberg2``, ``adaptive_heun``) or fixed-grid (``euler``, ``midpoint``, ``heun2``,
             ``heun3``, ``rk4``, ``explicit_adams``, ``implicit_adams``, ``fixed_adams``).
-        rtol, atol: tolerances of adaptive methods (default 1e-5 each, as in Song et al. 2021).
+        rtol: relative tolerance of adaptive methods (default 1e-5, as in Song et al. 2021).
+        atol: absolute tolerance of adaptive methods (default 1e-5).
         steps: equal steps of a fixed-grid method (default 100).
         denoise: finish with the posterior mean ``E[x_0 | x_{t_end}]`` (one more evaluation).
         t_end: final time (default: the process's ``t_min``).

@@ -53,7 +53,8 @@ class PCSampler(GridSampler):
             it evenly, more are capped at the chain), else ``steps`` uniform in time; or one of
             ``"time_uniform"``, ``"logSNR"``, ``"time_quadratic"``, ``"chain"``
             (:func:`sdeflow.integrators.schedules.solver_times`).
-        predictor_options, corrector_options: further options of the components.
+        predictor_options: further options of the predictor.
+        corrector_options: further options of the corrector.
         denoise: finish with ``E[x_0 | x_{t_end}]`` (one evaluation).
         t_end: final time (default ``t_min``).
         check_finite: raise on NaN/Inf, naming the step.

@@ -1,0 +1,38 @@
+"""Plugin ``vdm``: variational diffusion models (Kingma et al. 2021) with a learned noise schedule.
+
+The process ``vdm`` (:class:`VDMProcess`), its schedules (:class:`LearnedGamma`,
+:class:`LinearGamma`), the VDM bound (:func:`vdm_loss` and its terms) and the discretised
+decoder. See ``docs/plugins/vdm.md``.
+"""
+
+import sdeflow
+
+from .decoder import data_to_levels, discretized_gaussian_log_prob, levels_to_data
+from .loss import (VLBTerms, diffusion_loss, prior_loss, reconstruction_loss, vdm_loss, vlb_breakdown,
+                   vlb_terms)
+from .process import VDMProcess
+from .schedule import GammaSchedule, LearnedGamma, LinearGamma
+
+
+@sdeflow.hookimpl
+def sdeflow_register_processes(registry):  # type: ignore[no-untyped-def]
+    """Register ``vdm``."""
+    registry.add("vdm", VDMProcess)
+
+
+__all__ = [
+    "GammaSchedule",
+    "LearnedGamma",
+    "LinearGamma",
+    "VDMProcess",
+    "VLBTerms",
+    "data_to_levels",
+    "diffusion_loss",
+    "discretized_gaussian_log_prob",
+    "levels_to_data",
+    "prior_loss",
+    "reconstruction_loss",
+    "vdm_loss",
+    "vlb_breakdown",
+    "vlb_terms",
+]

@@ -1,0 +1,286 @@
+"""Data sets by name or file for the command line: a small registry and a resolver.
+
+``--data NAME`` picks a registered set (the toys of :mod:`sdeflow.datasets` are built in);
+``--data PATH`` reads a ``.pt`` / ``.npz`` / ``.npy`` file of shape ``(N, *dims)``. Options come
+from ``--data-opt KEY=VALUE``. More sets (images, ...) plug in by name with
+:func:`register_dataset`::
+
+    register_dataset("my_set", build, "what it is", {"n": None, "scale": 1.0})
+
+where ``build(dtype=..., **options)`` returns a tensor ``(N, *dims)`` or an object with
+``sample(n, generator)`` (a distribution: training then draws fresh samples every step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import torch
+from torch import Tensor
+
+from .. import datasets as toys
+from ..targets import GaussianMixture
+
+FILE_SUFFIXES = (".pt", ".npz", ".npy")
+#: keys tried, in order, when a file holds several arrays and no ``key`` option is given
+DEFAULT_KEYS = ("samples", "data", "x")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered data set: ``build(dtype=..., **options)`` and its options with defaults."""
+
+    name: str
+    build: Callable[..., Any]
+    description: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, build: Callable[..., Any], description: str,
+                     options: dict[str, Any] | None = None) -> None:
+    """Make ``--data name`` build a data set.
+
+    Args:
+        name: the name (must not be taken).
+        build: ``build(dtype=torch.dtype, **options)`` returning a tensor ``(N, *dims)`` or an
+            object with ``sample(n, generator) -> Tensor``.
+        description: one line for help texts and ``--data`` errors.
+        options: accepted options and their defaults (anything else is a usage error).
+    """
+    if name in _REGISTRY:
+        raise ValueError(f"data set {name!r} is already registered ({_REGISTRY[name].description})")
+    _REGISTRY[name] = DatasetEntry(name, build, description, dict(options or {}))
+
+
+def dataset_names() -> list[str]:
+    """Registered data-set names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def dataset_entries() -> list[DatasetEntry]:
+    """Registered data sets, sorted by name."""
+    return [_REGISTRY[k] for k in dataset_names()]
+
+
+class SampledSet:
+    """A sample-based toy as a distribution: ``sample(n, generator)`` calls ``fn(n, generator, **options)``."""
+
+    def __init__(self, fn: Callable[..., Tensor], **options: Any) -> None:
+        self.fn, self.options = fn, options
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.fn(n, generator, **self.options)
+
+
+def _fixed_or_stream(dist: Any, n: int | None, sample_seed: int) -> Any:
+    """``n`` fixed samples (seeded by ``sample_seed``) or the distribution itself."""
+    if n is None:
+        return dist
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise click.BadParameter(f"n must be a positive integer (rows of a fixed set), got {n!r}", param_hint="--data-opt")
+    return dist.sample(n, torch.Generator().manual_seed(int(sample_seed)))
+
+
+def _mixture(factory: Callable[..., GaussianMixture]) -> Callable[..., Any]:
+    def build(dtype: torch.dtype, n: int | None = None, sample_seed: int = 0, **options: Any) -> Any:
+        return _fixed_or_stream(factory(dtype=dtype, **options), n, sample_seed)
+    return build
+
+
+def _sampled(fn: Callable[..., Tensor]) -> Callable[..., Any]:
+    def build(dtype: torch.dtype, n: int | None = None, sample_seed: int = 0, **options: Any) -> Any:
+        return _fixed_or_stream(SampledSet(fn, dtype=dtype, **options), n, sample_seed)
+    return build
+
+
+_COMMON = {"n": None, "sample_seed": 0}
+register_dataset("nine_gaussians", _mixture(toys.nine_gaussians),
+                 "2-D mixture of 9 Gaussians on {-2,0,2}^2 (exact density known)", {**_COMMON, "seed": 23})
+register_dataset("gaussian_1d", _mixture(toys.gaussian_1d), "1-D N(mean, std^2) (exact density known)",
+                 {**_COMMON, "mean": 5.0, "std": 2.0})
+register_dataset("anisotropic_mixture", _mixture(toys.anisotropic_mixture),
+                 "mixture with random full covariances in any dimension (exact density known)",
+                 {**_COMMON, "dim": 4, "n_components": 4, "seed": 0, "scale": 2.0})
+register_dataset("two_moons", _sampled(toys.two_moons), "2-D two interleaving half circles", {**_COMMON, "noise": 0.1})
+register_dataset("swiss_roll", _sampled(toys.swiss_roll), "2-D swiss roll", {**_COMMON, "noise": 0.5})
+register_dataset("checkerboard", _sampled(toys.checkerboard), "2-D 4x4 checkerboard", dict(_COMMON))
+
+
+# --------------------------------------------------------------------------- resolution
+@dataclass
+class ResolvedData:
+    """A data set ready for training or evaluation.
+
+    Attributes:
+        data: a tensor ``(N, *dims)`` or a distribution with ``sample(n, generator)``.
+        sample_shape: the shape of one sample.
+        spec: ``{"name": ..., "options": ...}`` (stored in checkpoints and configs).
+        target: the exact density when the set is a :class:`sdeflow.GaussianMixture`, else ``None``.
+    """
+
+    data: Any
+    sample_shape: tuple[int, ...]
+    spec: dict[str, Any]
+    target: GaussianMixture | None = None
+
+    def rows(self, n: int | None, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` rows to evaluate: the first ``n`` of a tensor (all when ``None``), or ``n``
+        fresh samples of a distribution (``n`` required)."""
+        if isinstance(self.data, Tensor):
+            if n is not None and n > self.data.shape[0]:
+                raise click.BadParameter(f"asked for {n} rows but the data set has {self.data.shape[0]}",
+                                         param_hint="-n")
+            return self.data if n is None else self.data[:n]
+        if n is None:
+            raise click.BadParameter(f"data set {self.spec['name']!r} is a distribution: say how many samples to draw",
+                                     param_hint="-n")
+        return self.data.sample(n, generator)
+
+
+def _looks_like_file(text: str) -> bool:
+    return Path(text).suffix.lower() in FILE_SUFFIXES or Path(text).exists() or "/" in text
+
+
+def resolve_data(name: str, options: dict[str, Any], dtype: torch.dtype, flag: str = "--data") -> ResolvedData:
+    """The data set ``name`` (registered name or file path) with ``options``.
+
+    Raises:
+        click.BadParameter: an unknown name (the message lists the registered ones), an unknown
+            option (lists the valid ones), or a missing, unreadable or malformed file.
+    """
+    if name in _REGISTRY:
+        entry = _REGISTRY[name]
+        bad = sorted(set(options) - set(entry.options))
+        if bad:
+            listing = ", ".join(f"{k}={v!r}" for k, v in entry.options.items())
+            raise click.BadParameter(f"data set {name!r} got unknown option(s) {', '.join(bad)}; valid options: "
+                                     f"{listing or '(none)'}", param_hint=f"{flag}-opt")
+        try:
+            data = entry.build(dtype=dtype, **options)
+            shape = _sample_shape(data)  # draws once: options checked at sampling time fail here
+        except (ValueError, TypeError) as exc:
+            raise click.BadParameter(f"data set {name!r}: {exc}", param_hint=f"{flag}-opt") from exc
+        target = data if isinstance(data, GaussianMixture) else None
+        if target is None and isinstance(data, Tensor) and "n" in options:
+            # a fixed set drawn from an analytic mixture keeps its density
+            base = entry.build(dtype=dtype, **{k: v for k, v in options.items() if k not in ("n", "sample_seed")})
+            target = base if isinstance(base, GaussianMixture) else None
+        return ResolvedData(data, shape, {"name": name, "options": dict(options)}, target)
+    if not _looks_like_file(name):
+        listing = "; ".join(f"{e.name} ({e.description})" for e in dataset_entries())
+        raise click.BadParameter(f"unknown data set {name!r}; valid names: {listing}; or a file ending in "
+                                 f"{', '.join(FILE_SUFFIXES)}", param_hint=flag)
+    bad = sorted(set(options) - {"key", "n"})
+    if bad:
+        raise click.BadParameter(f"a data file takes options key (array name) and n (first n rows); got "
+                                 f"{', '.join(bad)}", param_hint=f"{flag}-opt")
+    x = load_array_file(Path(name), options.get("key"), flag).to(dtype)
+    n = options.get("n")
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= x.shape[0]:
+            raise click.BadParameter(f"n must be an integer in [1, {x.shape[0]}], got {n!r}", param_hint=f"{flag}-opt")
+        x = x[:n]
+    return ResolvedData(x, tuple(x.shape[1:]), {"name": str(name), "options": dict(options)}, None)
+
+
+def _sample_shape(data: Any) -> tuple[int, ...]:
+    if isinstance(data, Tensor):
+        return tuple(data.shape[1:])
+    return tuple(data.sample(1, torch.Generator().manual_seed(0)).shape[1:])
+
+
+def load_array_file(path: Path, key: str | None = None, flag: str = "--data") -> Tensor:
+    """A tensor ``(N, *dims)`` from a ``.pt`` (tensor or dict of tensors, read with
+    ``weights_only=True``), ``.npz`` or ``.npy`` file; a 1-D array of ``N`` values becomes ``(N, 1)``.
+
+    Raises:
+        click.BadParameter: a missing, unreadable or malformed file, or an unknown ``key``.
+    """
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise click.BadParameter(f"data file {path} does not exist", param_hint=flag)
+    if suffix not in FILE_SUFFIXES:
+        raise click.BadParameter(f"data file {path}: unsupported suffix {suffix!r}; valid: {', '.join(FILE_SUFFIXES)}",
+                                 param_hint=flag)
+    try:
+        if suffix == ".pt":
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            arrays = obj if isinstance(obj, dict) else {"": obj}
+        else:
+            import numpy as np
+
+            if suffix == ".npz":
+                with np.load(path, allow_pickle=False) as loaded:
+                    arrays = {k: loaded[k] for k in loaded.files}
+            else:
+                arrays = {"": np.load(path, allow_pickle=False)}
+    except Exception as exc:  # noqa: BLE001 - torch/numpy raise many types for a bad file
+        raise click.BadParameter(f"data file {path} cannot be read as {suffix}: {type(exc).__name__}: {exc}",
+                                 param_hint=flag) from exc
+    x = _pick_array(arrays, key, path, flag)
+    try:
+        t = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise click.BadParameter(f"data file {path}: {key or 'the array'} is not numeric ({exc})", param_hint=flag) from exc
+    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise click.BadParameter(f"data file {path}: dtype {t.dtype} is not numeric", param_hint=flag)
+    if t.ndim == 1:
+        t = t[:, None]
+    if t.ndim < 2 or t.shape[0] < 1 or math.prod(t.shape[1:]) < 1:
+        raise click.BadParameter(f"data file {path}: expected an array (N, *dims) with N >= 1, got shape "
+                                 f"{tuple(t.shape)}", param_hint=flag)
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise click.BadParameter(f"data file {path} contains NaN or Inf", param_hint=flag)
+    return t
+
+
+def _pick_array(arrays: dict[str, Any], key: str | None, path: Path, flag: str) -> Any:
+    if key is not None:
+        if key not in arrays:
+            raise click.BadParameter(f"data file {path} has no array {key!r}; it has: {', '.join(map(repr, arrays))}",
+                                     param_hint=f"{flag}-opt")
+        return arrays[key]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    for k in DEFAULT_KEYS:
+        if k in arrays:
+            return arrays[k]
+    raise click.BadParameter(f"data file {path} holds several arrays ({', '.join(map(repr, arrays))}); pick one "
+                             f"with {flag}-opt key=NAME", param_hint=flag)
+
+
+def dataset_help() -> str:
+    """One line per registered set, for help texts."""
+    return "; ".join(f"{e.name}: {e.description}" for e in dataset_entries())
+
+
+def infer_model_options(model: str, sample_shape: tuple[int, ...], options: dict[str, Any]) -> dict[str, Any]:
+    """Fill the size options a network needs from the data's sample shape, unless given:
+    ``dim = prod(sample_shape)`` for networks that take ``dim`` (``mlp``), ``in_channels`` and
+    ``image_size`` from ``(c, s, s)`` for those that take them (``unet``)."""
+    from ..api import component_options
+
+    try:
+        known = component_options("model", model)
+    except Exception:  # noqa: BLE001 - an unknown model is reported when it is built
+        return dict(options)
+    out = dict(options)
+    if "dim" in known and "dim" not in out:
+        out["dim"] = int(math.prod(sample_shape))
+    if len(sample_shape) == 3 and sample_shape[1] == sample_shape[2]:
+        if "in_channels" in known and "in_channels" not in out:
+            out["in_channels"] = int(sample_shape[0])
+        if "image_size" in known and "image_size" not in out:
+            out["image_size"] = int(sample_shape[1])
+    return out
+
+
+__all__ = ["DatasetEntry", "ResolvedData", "SampledSet", "dataset_entries", "dataset_names", "dataset_help",
+           "infer_model_options", "load_array_file", "register_dataset", "resolve_data"]

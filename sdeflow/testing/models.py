@@ -1,0 +1,149 @@
+"""Conformance checks for a network registered as a model: ``net(x, t_cond)``.
+
+Each check takes a *factory* (anything building the network, e.g.
+``functools.partial(sdeflow.create_model, "mlp", dim=4)``) and the input ``shape``
+``(batch, *dims)`` the network is built for. What a network must satisfy (the one model
+contract of ``docs/concepts.md``, the k-diffusion wrapper idea):
+
+* ``net(x, t_cond)`` with ``t_cond`` of shape ``(batch,)`` returns a finite tensor shaped like
+  ``x`` in ``x``'s dtype; wrapped in a :class:`sdeflow.ScoreModel` its score has that shape and
+  its training loss back-propagates finite gradients; the output depends on ``t_cond``
+  (:func:`check_model_output`);
+* sample ``i`` of the output depends on sample ``i`` of the input only (:func:`check_model_batch_independence`);
+* it runs in float64 and agrees there with float32 (:func:`check_model_float64`).
+
+A network whose output is identically zero at initialisation (a zero-initialised last layer,
+as in DDPM++) is perturbed first (every parameter plus ``N(0, 0.02^2)`` noise) so that the
+checks see a non-trivial function.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..score_model import ScoreModel
+from .common import F64, assert_close
+from .reference import ReferenceOUProcess
+
+#: builds a network from keyword options
+ModelFactory = Callable[..., nn.Module]
+
+
+def _build(factory: ModelFactory) -> nn.Module:
+    torch.manual_seed(0)  # reproducible initialisation for the checks
+    net = factory()
+    assert isinstance(net, nn.Module), f"the factory returned {type(net).__name__}, not a torch.nn.Module"
+    return net
+
+
+def _inputs(shape: Sequence[int], dtype: torch.dtype, seed: int = 0) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(tuple(shape), generator=g, dtype=dtype)
+    t = 0.05 + 0.9 * torch.rand(shape[0], generator=g, dtype=dtype)
+    return x, t
+
+
+def _nontrivial(net: nn.Module, shape: Sequence[int]) -> nn.Module:
+    """``net``, with its parameters perturbed if its output is identically zero."""
+    x, t = _inputs(shape, next((p.dtype for p in net.parameters()), torch.float32))
+    with torch.no_grad():
+        if bool((net(x, t) == 0).all()):
+            g = torch.Generator().manual_seed(1)
+            for p in net.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return net
+
+
+def check_model_output(factory: ModelFactory, shape: Sequence[int]) -> None:
+    """``net(x, t_cond)`` returns a finite tensor of ``x``'s shape and dtype; the output changes
+    with ``t_cond``; ``ScoreModel(net, process).score`` has ``x``'s shape and
+    ``ScoreModel.loss`` is a finite scalar whose gradient reaches the parameters, finite.
+
+    Args:
+        factory: builds the network.
+        shape: input shape ``(batch, *dims)`` with ``batch >= 2``.
+    """
+    net = _nontrivial(_build(factory), shape)
+    what = f"model {type(net).__name__} on input {tuple(shape)}"
+    x, t = _inputs(shape, torch.float32)
+    out = net(x, t)
+    assert isinstance(out, Tensor), f"{what}: returned {type(out).__name__}, not a tensor"
+    assert out.shape == x.shape, f"{what}: returned shape {tuple(out.shape)}; net(x, t_cond) must return x's shape"
+    assert out.dtype == x.dtype, f"{what}: returned dtype {out.dtype} for a {x.dtype} input"
+    assert torch.isfinite(out).all(), f"{what}: output contains NaN/Inf"
+    other = net(x, torch.flip(t, [0]) * 0.5 + 0.02)
+    assert not torch.allclose(out, other), f"{what}: the output does not depend on t_cond"
+    sm = ScoreModel(net, ReferenceOUProcess(), parametrization="eps")
+    assert sm.score(x, t).shape == x.shape, f"{what}: ScoreModel.score shape"
+    loss = sm.loss(x, generator=torch.Generator().manual_seed(2))
+    assert loss.ndim == 0 and torch.isfinite(loss), f"{what}: ScoreModel.loss must be a finite scalar, got {loss}"
+    loss.backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert grads and any(g is not None for g in grads), f"{what}: the loss gradient reaches no parameter"
+    assert all(torch.isfinite(g).all() for g in grads if g is not None), f"{what}: non-finite parameter gradients"
+
+
+def check_model_batch_independence(factory: ModelFactory, shape: Sequence[int]) -> None:
+    """In eval mode, output sample ``i`` depends on input sample ``i`` (and its ``t_cond``)
+    only: the gradient of ``out[0]`` with respect to the other samples is exactly zero, and
+    the network applied to sample 0 alone gives the same output (float64, ``rtol = 1e-10``).
+
+    Args:
+        factory: builds the network.
+        shape: input shape ``(batch, *dims)`` with ``batch >= 2``.
+    """
+    assert shape[0] >= 2, f"check_model_batch_independence needs a batch of at least 2, got shape {tuple(shape)}"
+    net = _nontrivial(_build(factory), shape).to(F64).eval()
+    what = f"model {type(net).__name__} on input {tuple(shape)}"
+    x, t = _inputs(shape, F64)
+    x.requires_grad_(True)
+    out = net(x, t)
+    (grad,) = torch.autograd.grad(out[0].sum(), x)
+    leak = float(grad[1:].abs().max())
+    assert leak == 0.0, f"{what}: output sample 0 depends on other samples of the batch (gradient {leak:.3g})"
+    alone = net(x[:1].detach(), t[:1])
+    assert_close(alone, out[:1].detach(), f"{what}: sample 0 alone vs in a batch", rtol=1e-10, atol=1e-12)
+
+
+def check_model_float64(factory: ModelFactory, shape: Sequence[int]) -> None:
+    """The network moved to float64 returns float64, finite, and agrees with the same weights
+    in float32 to float32 accuracy (``rtol = atol = 1e-3`` of the output scale).
+
+    Args:
+        factory: builds the network.
+        shape: input shape ``(batch, *dims)``.
+    """
+    net32 = _nontrivial(_build(factory), shape).eval()
+    net64 = copy.deepcopy(net32).to(F64)
+    what = f"model {type(net32).__name__} on input {tuple(shape)}"
+    x, t = _inputs(shape, F64)
+    with torch.no_grad():
+        out64 = net64(x, t)
+        out32 = net32(x.float(), t.float())
+    assert out64.dtype == F64, f"{what}: a float64 network returned {out64.dtype}"
+    assert torch.isfinite(out64).all(), f"{what}: float64 output contains NaN/Inf"
+    scale = float(out64.abs().max()) or 1.0
+    assert_close(out32.double(), out64, f"{what}: float32 vs float64 output", rtol=1e-3, atol=1e-3 * scale)
+
+
+#: every model check by short name, in the order the pytest plugin runs them
+MODEL_CHECKS: dict[str, Callable[[ModelFactory, Sequence[int]], None]] = {
+    "output_contract": check_model_output,
+    "batch_independence": check_model_batch_independence,
+    "float64": check_model_float64,
+}
+
+
+def check_model(factory: ModelFactory, shape: Sequence[int]) -> None:
+    """Run every check of :data:`MODEL_CHECKS`.
+
+    Args:
+        factory: builds the network.
+        shape: input shape ``(batch, *dims)`` with ``batch >= 2``.
+    """
+    for check in MODEL_CHECKS.values():
+        check(factory, shape)
