@@ -51,8 +51,9 @@ class ScheduleCalibration:
             ``t_max`` to the level at ``t_end``: pass them as ``schedule=`` to ``dpm_solver``,
             ``unipc`` or ``ddim``.
         objective: the objective's name.
-        start, final: the objective on the calibration batch with the uniform log-SNR levels the
-            search starts from (the samplers' ``"logSNR"`` schedule) and with ``sigmas``.
+        start: the objective on the calibration batch with the uniform log-SNR levels the search
+            starts from (the samplers' ``"logSNR"`` schedule).
+        final: the objective with ``sigmas``.
         evaluations: objective evaluations (sampler runs on the batch).
         reference_nfe: model evaluations of the reference solve.
         history: the best objective after each evaluation (for plots and convergence checks).

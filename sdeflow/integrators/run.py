@@ -32,7 +32,9 @@ class SamplingRun:
         shape: ``(batch, *dims)``.
         generator: the run's random source (prior draw and every noise draw).
         check_finite: watch score outputs for NaN/Inf.
-        callback, progress, return_trajectory: as in :meth:`sdeflow.Sampler.sample`.
+        callback: as in :meth:`sdeflow.Sampler.sample`.
+        progress: as in :meth:`sdeflow.Sampler.sample`.
+        return_trajectory: as in :meth:`sdeflow.Sampler.sample`.
         clip_x0: bound of the data prediction :attr:`x0` (``None``: no clipping).
 
     Attributes:

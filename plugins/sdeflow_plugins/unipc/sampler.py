@@ -37,7 +37,9 @@ def unipc_weights(lam: list[float], alpha: list[float], sigma: list[float], k: i
     ``h phi_{i+1} = h phi_i / hh - 1 / i!`` (their ``g_i``).
 
     Args:
-        lam, alpha, sigma: the grid's ``lambda``, ``alpha``, ``sigma``.
+        lam: the grid's ``lambda = log(alpha / sigma)``.
+        alpha: the grid's ``alpha``.
+        sigma: the grid's ``sigma``.
         k: the step (from ``t_k`` to ``t_{k+1}``).
         order: ``p``.
         variant: ``"bh1"`` or ``"bh2"``.
