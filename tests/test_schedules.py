@@ -32,20 +32,32 @@ def levels(process: sdeflow.ForwardProcess, times: Tensor) -> list[float]:
     return scaled_sigma(process, times).tolist()
 
 
-@pytest.mark.parametrize("process_name", ["vp", "subvp", "ve", "ddpm"])
-def test_log_snr_grid_stops_at_edm_sigma_min(process_name: str) -> None:
-    """Uniform in log-SNR down to sigma/alpha = max(sigma(t_end), 0.002), then one step to t_end: VP (0.0105) and DDPM
-    (0.0100) end on their own level; sub-VP (1.1e-4) and VE (0) stop at 0.002 first."""
-    process = sdeflow.create_process(process_name)
+@pytest.mark.parametrize("process_name", ["vp", "subvp", "ve", "ddpm", "vdm"])
+def test_log_snr_grid_is_sparser_outside_edms_range(process_name: str) -> None:
+    """Uniform in lambda = -log(sigma/alpha) inside EDM's levels [0.002, 80], four times sparser outside (VP, sub-VP
+    start at 152, DDPM at 157, VDM at 22026; sub-VP ends at 1.1e-4); VE's level 0 at t = 0 is reached by one last step
+    from 0.002. Every step size shrinks with the number of steps."""
+    options = {"schedule": "linear"} if process_name == "vdm" else {}
+    process = sdeflow.create_process(process_name, **options)
     t0, t1 = float(process.t_max), float(process.t_min)
-    grid = solver_times(process, t0, t1, 10, "logSNR")
-    sig = levels(process, grid)
-    assert grid.numel() == 11 and grid[0] == t0 and grid[-1] == t1 and all(b < a for a, b in zip(sig, sig[1:]))
-    low = max(sig[-1], EDM_SIGMA_MIN)
-    k = 10 if sig[-1] >= EDM_SIGMA_MIN else 9  # the uniform part's steps
-    assert sig[k] == pytest.approx(low, rel=1e-8)
-    ratios = [math.log(sig[i] / sig[i + 1]) for i in range(k)]
-    assert max(ratios) == pytest.approx(min(ratios), rel=1e-6)
+    for k in (10, 4, 2, 1):
+        grid = solver_times(process, t0, t1, k, "logSNR")
+        sig = levels(process, grid)
+        assert grid.numel() == k + 1 and grid[0] == t0 and grid[-1] == t1 and all(b < a for a, b in zip(sig, sig[1:]))
+    widest = []
+    for k in (80, 160):
+        sig = levels(process, solver_times(process, t0, t1, k, "logSNR"))
+        if sig[-1] == 0.0:
+            assert sig[-2] == pytest.approx(EDM_SIGMA_MIN, rel=1e-8)
+            sig = sig[:-1]
+        h = [math.log(a / b) for a, b in zip(sig, sig[1:])]
+        inside = [x for x, a, b in zip(h, sig, sig[1:]) if a <= 80.0 * (1 + 1e-9) and b >= EDM_SIGMA_MIN * (1 - 1e-9)]
+        outside = [x for x, a, b in zip(h, sig, sig[1:]) if b >= 80.0 * (1 - 1e-9) or a <= EDM_SIGMA_MIN * (1 + 1e-9)]
+        assert len(inside) >= k // 2 and max(inside) == pytest.approx(min(inside), rel=1e-6)
+        for x in outside:
+            assert x == pytest.approx(4.0 * inside[0], rel=1e-6)
+        widest.append(max(h))
+    assert widest[1] < 0.6 * widest[0]
 
 
 @pytest.mark.parametrize("name", ["dpm_solver", "unipc", "ddim"])

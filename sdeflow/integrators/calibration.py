@@ -37,7 +37,7 @@ from torch import Tensor
 from ..errors import OptionError
 from ..score_model import ScoreModel
 from .common import check_positive_int, resolve_interval
-from .schedules import EDM_SIGMA_MIN, last_finite_time, scaled_sigma
+from .schedules import EDM_SIGMA_MIN, last_finite_time, scaled_sigma, solver_times
 
 OBJECTIVES = ("log_density", "mse")
 
@@ -166,7 +166,9 @@ def calibrate_schedule(
         history.append(best[0])
         return value
 
-    theta0 = np.zeros(n_free)
+    # start from the samplers' own "logSNR" levels (their log-increments down to ``low``)
+    default = scaled_sigma(process, solver_times(process, t_start, t_end, steps, "logSNR")).tolist()[: n_free + 1]
+    theta0 = np.log(-np.diff(np.log(np.asarray(default, dtype=np.float64))))
     start = f(theta0)
     res = minimize(f, theta0, method="Powell", options=dict(maxfev=int(max_evals), xtol=1e-3, ftol=1e-6))
     theta = res.x if res.fun <= start else theta0

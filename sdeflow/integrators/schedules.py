@@ -30,6 +30,9 @@ SCHEDULES: tuple[str, ...] = ("time_uniform", "logSNR", "time_quadratic", "edm",
 #: EDM's smallest noise level ``sigma / alpha`` (Karras et al. 2022, Table 1): where a schedule
 #: uniform in log-SNR or in ``sigma^(1/rho)`` must stop short of a ``t_end`` with ``sigma = 0``
 EDM_SIGMA_MIN = 0.002
+#: EDM's largest noise level (Karras et al. 2022, Table 1): where a log-SNR-uniform schedule starts
+#: after one first step from a higher level at ``t_max`` (VP's 152, VDM's 22026)
+EDM_SIGMA_MAX = 80.0
 
 
 def _host_dtype(process: ForwardProcess) -> torch.dtype:
@@ -77,9 +80,7 @@ def last_finite_time(process: ForwardProcess, t_start: float, t_end: float) -> f
     on the scale of 8-bit images or of the toy sets no longer changes (the level is below a
     quarter of the quantisation step ``2/255``): uniform log-SNR steps there (sub-VP: 2.9 of its 14
     log-SNR units) are wasted, and the final first-order step, exact where ``x0_theta`` is
-    constant, covers it. Measured on the exact mixtures (``docs/solvers.md``): sub-VP's error at 10
-    steps falls from 1.23 to 0.79 nats (nine Gaussians) and from 2.46 to 1.35 (16-D); no other
-    problem changes."""
+    constant, covers it (measured on the exact mixtures: ``docs/solvers.md``)."""
     ends = torch.tensor([t_start, t_end], dtype=torch.float64)
     lam = _eval(process, ends)[2]
     if not math.isfinite(float(lam[0])):
@@ -154,9 +155,10 @@ def solver_times(process: ForwardProcess, t_start: float, t_end: float, steps: i
     """Descending times ``t_start = t_0 > ... > t_K = t_end`` (float64, ``K = steps``).
 
     * ``"time_uniform"``: uniform in ``t`` (DDIM's "linear" skip, Song et al. 2021a, App. C.2).
-    * ``"logSNR"``: uniform in ``lambda_t`` (DPM-Solver, Lu et al. 2022, Sec. 3.3) down to
-      :func:`last_finite_time` (where ``sigma_t / alpha_t = 0.002`` if the level at ``t_end`` is lower,
-      e.g. VE's 0 at ``t = 0``), then one last step to ``t_end``.
+    * ``"logSNR"``: uniform in ``lambda_t`` (DPM-Solver, Lu et al. 2022, Sec. 3.3) inside EDM's range
+      of noise levels ``sigma_t / alpha_t`` in ``[0.002, 80]`` (Karras et al. 2022, Table 1) and four
+      times sparser outside it (:func:`log_snr_levels`); where the level at ``t_end`` is 0 (VE at
+      ``t = 0``) the levels stop at 0.002 and one last step goes to ``t_end``.
     * ``"time_quadratic"``: uniform in ``sqrt(t)`` (DPM-Solver's code, ``t_order = 2``; DDIM's
       "quadratic" skip).
     * ``"edm"``: EDM's ``sigma^(1/rho)``-uniform levels with ``rho = 7`` (Karras et al. 2022, Eq. 5),
@@ -188,14 +190,59 @@ def solver_times(process: ForwardProcess, t_start: float, t_end: float, steps: i
     elif schedule == "time_quadratic":
         grid = torch.linspace(math.sqrt(t_start), math.sqrt(t_end), k + 1, dtype=torch.float64) ** 2
     else:
-        t_fin = last_finite_time(process, t_start, t_end)
-        n = k if t_fin == t_end else k - 1
-        if n < 1:
-            return torch.tensor([t_start, t_end], dtype=torch.float64)
-        lam = _eval(process, torch.tensor([t_start, t_fin], dtype=torch.float64))[2]
-        inner = _log_snr_to_t(process, torch.linspace(float(lam[0]), float(lam[1]), n + 1, dtype=torch.float64))
-        inner[0], inner[-1] = t_start, t_fin
-        grid = inner if n == k else torch.cat([inner, torch.tensor([t_end], dtype=torch.float64)])
+        grid = _log_snr_times(process, t_start, t_end, k)
+    grid[0], grid[-1] = t_start, t_end
+    return grid
+
+
+#: relative density of the log-SNR schedule's steps outside EDM's levels ``[0.002, 80]`` (see
+#: :func:`log_snr_levels`)
+OUTER_DENSITY = 0.25
+
+
+def log_snr_levels(top: float, bottom: float, k: int, outer: float = OUTER_DENSITY) -> list[float]:
+    """``k + 1`` noise levels ``sigma / alpha`` from ``top`` down to ``bottom`` (both > 0), uniform in
+    ``lambda = -log(sigma / alpha)`` inside EDM's range ``[0.002, 80]`` (Karras et al. 2022, Table 1)
+    and ``outer`` times as dense outside it: the points where the cumulative density
+    ``C(lambda) = int rho`` (``rho = 1`` inside, ``outer`` outside) takes ``k + 1`` equally spaced values.
+
+    Outside EDM's range the data prediction of data on the scale of images or of the toy sets
+    barely changes (above 80 it is the data mean, below 0.002 the level is a quarter of the
+    quantisation step ``2/255``), so uniform steps there are mostly wasted: VP's levels start at
+    152, VDM's at 22026, sub-VP's end at 1.1e-4. A density ratio instead of fixed end steps keeps
+    every step size shrinking as ``k`` grows, so the solvers keep their order of convergence.
+    """
+    lam0, lam1 = -math.log(top), -math.log(bottom)
+    a, b = -math.log(EDM_SIGMA_MAX), -math.log(EDM_SIGMA_MIN)
+    # breakpoints of the piecewise-linear cumulative density on [lam0, lam1]
+    knots = sorted({lam0, lam1, *(v for v in (a, b) if lam0 < v < lam1)})
+    cum = [0.0]
+    for lo, hi in zip(knots, knots[1:]):
+        cum.append(cum[-1] + (hi - lo) * (1.0 if a <= 0.5 * (lo + hi) <= b else outer))
+    out = []
+    for i in range(k + 1):
+        q = cum[-1] * i / k
+        j = min(max(next((j for j in range(1, len(cum)) if q <= cum[j]), len(cum) - 1), 1), len(cum) - 1)
+        span = cum[j] - cum[j - 1]
+        frac = 0.0 if span == 0 else (q - cum[j - 1]) / span
+        out.append(math.exp(-(knots[j - 1] + frac * (knots[j] - knots[j - 1]))))
+    out[0], out[-1] = top, bottom
+    return out
+
+
+def _log_snr_times(process: ForwardProcess, t_start: float, t_end: float, k: int) -> Tensor:
+    """The ``"logSNR"`` schedule: :func:`log_snr_levels` from the level at ``t_start`` to the level at
+    ``t_end``, or to 0.002 and one last step to ``t_end`` where that level is 0 (VE at ``t = 0``)."""
+    t_fin = last_finite_time(process, t_start, t_end)
+    top, bottom = scaled_sigma(process, torch.tensor([t_start, t_end], dtype=torch.float64)).tolist()
+    zero = t_fin != t_end and bottom == 0.0
+    n = k - 1 if zero else k
+    if n < 1:
+        return torch.tensor([t_start, t_end], dtype=torch.float64)
+    levels = log_snr_levels(top, EDM_SIGMA_MIN if zero else bottom, n)
+    inner = t_from_scaled_sigma(process, torch.tensor(levels, dtype=torch.float64))
+    inner[0], inner[-1] = t_start, (t_fin if zero else t_end)
+    grid = torch.cat([inner, torch.tensor([t_end], dtype=torch.float64)]) if zero else inner
     grid[0], grid[-1] = t_start, t_end
     return grid
 
