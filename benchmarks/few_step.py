@@ -26,7 +26,7 @@ Parts:
 Usage::
 
     python benchmarks/few_step.py --out results/                    # generic schedules, NFE 10/20/50
-    python benchmarks/few_step.py --calibrate --budgets 10 20 --out results/
+    python benchmarks/few_step.py --calibrate --calibration-budgets 10 20 --out results/
     python benchmarks/few_step.py --oracle --processes vp --budgets 10 --out results/
 
 writes ``few_step.csv`` and ``few_step.md``.
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--processes", nargs="+", default=list(PROCESSES))
     ap.add_argument("--calibrate", action="store_true", help="add unipc-2 with calibrated levels")
     ap.add_argument("--calibration-evals", type=int, default=1500)
+    ap.add_argument("--calibration-budgets", type=int, nargs="+", default=None,
+                    help="budgets to calibrate at (default: --budgets)")
     ap.add_argument("--oracle", action="store_true", help="add the oracle grids (slow)")
     ap.add_argument("--oracle-evals", type=int, default=2500)
     ap.add_argument("--no-generic", action="store_true")
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
                     for b in args.budgets:
                         add(prob, label, b, prob.measure(name, steps=b, **opts))
             if args.calibrate:
-                for b in args.budgets:
+                for b in args.calibration_budgets or args.budgets:
                     t0 = time.perf_counter()
                     cal = sdeflow.calibrate_schedule(prob.plain, (N_CAL, prob.gmm.dim), steps=b,
                                                      max_evals=args.calibration_evals,

@@ -2,7 +2,7 @@
 
 Problems: the nine Gaussians (reference text 004; 2-D, component std 0.25) and a 16-D anisotropic
 mixture (``anisotropic_mixture(16)``: 4 components, covariance eigenvalues 0.05..1), each under
-the processes ``vp``, ``subvp``, ``ve`` and ``ddpm``, with the exact score in float64 and the
+the processes ``vp``, ``subvp``, ``ve``, ``ddpm`` and ``vdm`` (its fixed linear schedule), with the exact score in float64 and the
 exact ``p_{t_max}`` as the prior (so every error is the sampler's own).
 
 Metrics (nats):
@@ -26,10 +26,11 @@ Samplers and how an NFE budget ``B`` maps to their options (the NFE actually use
   ``steps = B - 1``; both with the final denoising evaluation;
 * ``sde`` euler: ``steps = B - 1`` plus denoising; ``ode``: rk4 with ``steps = B // 4``;
 * ``ancestral``: ``steps = B - 1`` plus DDPM's noiseless last step;
+* ``unipc`` (orders 2 and 3, log-SNR steps): ``steps = B``;
 * ``langevin`` (annealed): ``num_scales = B // 5`` levels of 5 steps (+1 denoising) and its
-  default step size 2e-5, ending where ``sigma_t / alpha_t = 0.01`` (NCSN's ``sigma_min``; VE at
-  ``t = 0.041``, sub-VP at ``t = 0.027``): its step rule ``eps sigma_i^2 / sigma_L^2`` with
-  ``sigma_L`` far below 0.01 (VE's 0, sub-VP's 1e-4 at ``t_min``) is unstable at the top levels.
+  default step (``0.2 sigma_i^2``), ending where ``sigma_t / alpha_t = 0.01`` (NCSN's
+  ``sigma_min``; VE at ``t = 0.041``, sub-VP at ``t = 0.027``), and, where that is not ``t_min``
+  (sub-VP, VDM), also ending at ``t_min`` ("to t_min": NCSN's fixed step 2e-5 diverged there).
 
 Usage::
 
@@ -58,7 +59,9 @@ from sdeflow import ForwardProcess, GaussianMixture, ScoreModel
 from sdeflow.datasets import anisotropic_mixture, nine_gaussians
 from sdeflow.integrators.schedules import scaled_sigma, t_from_scaled_sigma
 
-PROCESSES = ("vp", "subvp", "ve", "ddpm")
+PROCESSES = ("vp", "subvp", "ve", "ddpm", "vdm")
+#: process options: VDM with its fixed linear schedule (gamma from -10 to 20)
+PROCESS_OPTIONS: dict[str, dict[str, Any]] = {"vdm": {"schedule": "linear"}}
 DATASETS: dict[str, Callable[[], GaussianMixture]] = {
     "nine_gaussians": lambda: nine_gaussians(dtype=torch.float64),
     "aniso16": lambda: anisotropic_mixture(16, dtype=torch.float64),
@@ -93,6 +96,8 @@ CONFIGS: list[Config] = [
     Config("dpm_solver 3M logSNR", "dpm_solver", lambda b, p: dict(steps=b, order=3), True),
     Config("dpm_solver 3M authors_code", "dpm_solver", lambda b, p: dict(steps=b, order=3, order3_rule="authors_code"),
            True),
+    Config("unipc-2 logSNR", "unipc", lambda b, p: dict(steps=b), True),
+    Config("unipc-3 logSNR", "unipc", lambda b, p: dict(steps=b, order=3), True),
     Config("dpm_solver 2M time_uniform", "dpm_solver", lambda b, p: dict(steps=b, schedule="time_uniform"), True),
     Config("dpm_solver 2M time_uniform, no LOF", "dpm_solver",
            lambda b, p: dict(steps=b, schedule="time_uniform", lower_order_final=False), True),
@@ -108,6 +113,9 @@ CONFIGS: list[Config] = [
     Config("langevin (annealed)", "langevin",
            lambda b, p: dict(num_scales=b // 5, n_steps_each=5, t_end=_langevin_t_end(p)) if b >= 10 else None,
            False),
+    Config("langevin (annealed) to t_min", "langevin",
+           lambda b, p: (dict(num_scales=b // 5, n_steps_each=5) if _langevin_t_end(p) is not None else None)
+           if b >= 10 and float(scaled_sigma(p, torch.tensor([float(p.t_min)]))[0]) > 0 else None, False),
 ]
 
 
@@ -130,7 +138,7 @@ def run(n: int, budgets: list[int], datasets: list[str], processes: list[str], s
         ref_lp = gmm.log_prob(gmm.sample(400_000, torch.Generator().manual_seed(12345)))
         e_lp, e_se = float(ref_lp.mean()), float(ref_lp.std() / math.sqrt(ref_lp.numel()))
         for pn in processes:
-            process = sdeflow.create_process(pn)
+            process = sdeflow.create_process(pn, **PROCESS_OPTIONS.get(pn, {}))
             x_T = gmm.score_model(process).prior_sample((n, gmm.dim), torch.Generator().manual_seed(seed))
             sm = with_fixed_prior(gmm.score_model(process), x_T)
             t0 = time.perf_counter()

@@ -335,6 +335,7 @@ class CountingNet(nn.Module):
     ("dpm_solver", dict(steps=7), 7), ("dpm_solver", dict(steps=7, order=3, schedule="time_quadratic"), 7),
     ("dpm_solver", dict(steps=7, order=1, schedule="time_uniform"), 7), ("ddim", dict(steps=6), 6),
     ("ddim", dict(steps=6, eta=0.5, schedule="logSNR"), 6), ("heun", dict(steps=5), None),
+    ("unipc", dict(steps=7), 7), ("unipc", dict(steps=7, order=3, schedule="edm"), 7),
 ])
 def test_every_process_exact_nfe_and_dtype(process_name: str, name: str, options: dict, nfe: int | None) -> None:
     """Every Gaussian-marginal process runs; NFE is exact (counted by the network itself); float32
@@ -364,7 +365,7 @@ def test_chain_schedule_uses_the_process_times() -> None:
             return super().forward(x, t_cond)
 
     sm = ScoreModel(Recorder(gaussian_1d(), process), process, parametrization="score")
-    for name in ("ddim", "dpm_solver"):
+    for name in ("ddim", "dpm_solver", "unipc"):
         times.clear()
         sdeflow.create_sampler(name, steps=10, schedule="chain").sample(sm, (8, 1), gen(8))
         assert len(times) == 10 and all(abs(t * 1000 - round(t * 1000)) < 1e-3 for t in times), times
@@ -385,7 +386,7 @@ def test_stochastic_variants_are_reproducible_and_differ_from_deterministic() ->
 def test_clip_x0_bounds_the_data_prediction() -> None:
     gmm = nine_gaussians(dtype=torch.float64)
     sm = gmm.score_model(sdeflow.create_process("vp"))
-    for name in ("ddim", "dpm_solver"):
+    for name in ("ddim", "dpm_solver", "unipc"):
         x = sdeflow.create_sampler(name, steps=10, clip_x0=1.0).sample(sm, (200, 2), gen(10)).samples
         a_end = float(sm.process.marginal(torch.tensor([sm.process.t_min], dtype=torch.float64))[0][0])
         # the last step to t_min mixes alpha x0 (|x0| <= 1) with a little of x; far inside the modes at +-2
@@ -444,7 +445,7 @@ class NonGaussianProcess(ForwardProcess):
         return torch.ones_like(t)
 
 
-@pytest.mark.parametrize("name", ["dpm_solver", "ddim", "heun"])
+@pytest.mark.parametrize("name", ["dpm_solver", "ddim", "heun", "unipc"])
 def test_fast_samplers_refuse_processes_without_gaussian_marginals(name: str) -> None:
     sm = ScoreModel(nn.Identity(), NonGaussianProcess(), parametrization="score")
     with pytest.raises(IncompatibleError, match=rf"sampler '{name}' needs a process with Gaussian marginals.*"
