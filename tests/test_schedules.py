@@ -1,5 +1,4 @@
-"""Step schedules of the fast samplers: EDM's levels, the log-SNR grid's stop at sigma/alpha = 0.002, schedules given
-as noise levels, and :func:`sdeflow.calibrate_schedule` (noise levels fitted to the model)."""
+"""Step schedules of the fast samplers: the log-SNR grid over EDM's range, EDM's levels, schedules given as noise levels, and :func:`sdeflow.calibrate_schedule` (noise levels fitted to the model)."""
 
 from __future__ import annotations
 
@@ -10,22 +9,11 @@ import torch
 from torch import Tensor
 
 import sdeflow
-from sdeflow import ScoreModel
 from sdeflow.datasets import nine_gaussians
 from sdeflow.errors import OptionError
 from sdeflow.integrators.schedules import EDM_SIGMA_MIN, edm_times, scaled_sigma, solver_times
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from test_fast_samplers import _single_thread, gen, with_fixed_prior  # noqa: F401  (the module fixture)
 
 
 def levels(process: sdeflow.ForwardProcess, times: Tensor) -> list[float]:
@@ -106,11 +94,6 @@ def test_bad_schedules() -> None:
         sdeflow.create_sampler("unipc", schedule="karras").sample(sm, (4, 2))
 
 
-def _fixed_prior(sm: ScoreModel, x_T: Tensor) -> ScoreModel:
-    sm.prior_sample = lambda shape, generator=None, device=None, dtype=None: x_T[: shape[0]].clone()  # type: ignore
-    return sm
-
-
 def test_calibrated_schedule_on_fresh_noise() -> None:
     """``calibrate_schedule`` fits 10 levels of UniPC-2 to the nine Gaussians under VP on 128 calibration samples (300
     objective evaluations, ~10 s); on 2,000 other noise draws its paired log-density bias against dopri5 (the metric of
@@ -127,7 +110,7 @@ def test_calibrated_schedule_on_fresh_noise() -> None:
 
     n = 2000
     x_T = gmm.score_model(process).prior_sample((n, 2), gen(0))
-    sm = _fixed_prior(gmm.score_model(process), x_T)
+    sm = with_fixed_prior(gmm.score_model(process), x_T)
     lp_ref = gmm.log_prob(sdeflow.create_sampler("ode", method="dopri5", rtol=1e-6, atol=1e-6).sample(sm, (n, 2)).samples)
 
     def paired(**options) -> tuple[float, float, float]:

@@ -15,25 +15,7 @@ from sdeflow import ScoreModel
 from sdeflow.datasets import gaussian_1d, nine_gaussians
 from sdeflow.errors import NonFiniteError, OptionError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def with_fixed_prior(sm: ScoreModel, x_T: Tensor) -> ScoreModel:
-    def prior_sample(shape, generator=None, device=None, dtype=None):  # type: ignore[no-untyped-def]
-        return x_T[: shape[0]].reshape(tuple(shape)).clone()
-
-    sm.prior_sample = prior_sample  # type: ignore[method-assign]
-    return sm
+from test_fast_samplers import _single_thread, gen, with_fixed_prior  # noqa: F401  (the module fixture)
 
 
 @pytest.mark.parametrize("process_name", ["vp", "subvp", "ve", "ddpm"])
