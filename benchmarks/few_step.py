@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -48,11 +47,14 @@ import torch
 
 import sdeflow
 from sdeflow import GaussianMixture, ScoreModel
+from sdeflow.datasets import anisotropic_mixture, nine_gaussians
 from sdeflow.integrators.calibration import _levels
 from sdeflow.integrators.schedules import EDM_SIGMA_MIN, last_finite_time, scaled_sigma
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from solver_accuracy import DATASETS, with_fixed_prior  # noqa: E402
+DATASETS: dict[str, Callable[[], GaussianMixture]] = {
+    "nine_gaussians": lambda: nine_gaussians(dtype=torch.float64),
+    "aniso16": lambda: anisotropic_mixture(16, dtype=torch.float64),
+}
 
 PROCESSES: dict[str, dict[str, Any]] = {"vp": {}, "subvp": {}, "ve": {}, "ddpm": {}, "vdm": {"schedule": "linear"}}
 #: (label, sampler, options without steps)
@@ -66,6 +68,16 @@ GENERIC: list[tuple[str, str, dict[str, Any]]] = [
     ("unipc-2 time_quadratic", "unipc", dict(schedule="time_quadratic")),
 ]
 N_TEST, N_PAIRED, N_CAL = 8000, 2000, 256
+
+
+def with_fixed_prior(sm: ScoreModel, x_T: torch.Tensor) -> ScoreModel:
+    """Every run of ``sm`` starts from the rows of ``x_T`` (deterministic samplers pair up exactly)."""
+
+    def prior_sample(shape, generator=None, device=None, dtype=None):  # type: ignore[no-untyped-def]
+        return x_T[: shape[0]].reshape(tuple(shape)).clone()
+
+    sm.prior_sample = prior_sample  # type: ignore[method-assign]
+    return sm
 
 
 class Problem:

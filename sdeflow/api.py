@@ -21,7 +21,8 @@ def list_plugins() -> dict[str, list[str]]:
 
 
 def list_components() -> dict[str, list[str]]:
-    """Like :func:`list_plugins`, with every component kind (also ``predictor`` and ``corrector``)."""
+    """Like :func:`list_plugins`, with every component kind (also ``predictor``, ``corrector``, ``target``
+    and ``metric``)."""
     reg = get_manager().registry
     return {kind: reg.names(kind) for kind in reg.components}
 

@@ -42,3 +42,18 @@ def sdeflow_register_predictors(registry) -> None:  # type: ignore[no-untyped-de
 def sdeflow_register_correctors(registry) -> None:  # type: ignore[no-untyped-def]
     """Register corrector steps for the ``pc`` sampler (Song et al. 2021, Alg. 1-2):
     ``registry.add(name, factory)``."""
+
+
+@hookspec
+def sdeflow_register_targets(registry) -> None:  # type: ignore[no-untyped-def]
+    """Register benchmark targets for ``sdeflow bench``: ``registry.add(name, factory)`` where
+    ``factory()`` returns a distribution with a known density and an exact score under any
+    process (``dim``, ``sample(n, generator)``, ``log_prob(x)``, ``score_model(process)``; a
+    :class:`sdeflow.GaussianMixture` qualifies; see :mod:`sdeflow.bench.targets`)."""
+
+
+@hookspec
+def sdeflow_register_metrics(registry) -> None:  # type: ignore[no-untyped-def]
+    """Register sample-quality metrics for ``sdeflow bench``: ``registry.add(name, factory)`` where
+    ``factory()`` returns a callable ``metric(samples, reference, target) -> float`` (see
+    :class:`sdeflow.bench.metrics.Metric`)."""

@@ -98,3 +98,48 @@ def gaussian_entropy(cov: Tensor) -> float:
     """Differential entropy ``1/2 log det(2 pi e Sigma)`` of a Gaussian (nats)."""
     d = cov.shape[0]
     return 0.5 * (d * math.log(2 * math.pi * math.e) + float(torch.logdet(cov.double())))
+
+
+def mean_error(samples: Tensor, mean: Tensor) -> float:
+    """Euclidean error of the sample mean, ``||mean(samples) - m||_2``."""
+    x = _flat(samples).double()
+    return float(torch.linalg.vector_norm(x.mean(0) - mean.reshape(-1).to(x)))
+
+
+def covariance_error(samples: Tensor, cov: Tensor) -> float:
+    """Frobenius error of the sample covariance (``n - 1`` normalisation), ``||Cov(samples) - C||_F``."""
+    x = _flat(samples).double()
+    c = torch.atleast_2d(torch.cov(x.T))
+    return float(torch.linalg.matrix_norm(c - cov.to(c).reshape(c.shape)))
+
+
+def _sqrtm_psd(a: Tensor) -> Tensor:
+    lam, u = torch.linalg.eigh(0.5 * (a + a.T))
+    return (u * lam.clamp_min(0).sqrt()) @ u.T
+
+
+def gaussian_w2(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) -> float:
+    """Closed-form ``W_2`` between ``N(m1, C1)`` and ``N(m2, C2)`` (Dowson & Landau 1982; Givens &
+    Shortt 1984): ``W_2^2 = |m1 - m2|^2 + tr(C1 + C2 - 2 (C2^{1/2} C1 C2^{1/2})^{1/2})``."""
+    m1, m2 = mean1.double().reshape(-1), mean2.double().reshape(-1)
+    c1, c2 = torch.atleast_2d(cov1.double()), torch.atleast_2d(cov2.double())
+    r2 = _sqrtm_psd(c2)
+    cross = _sqrtm_psd(r2 @ c1 @ r2)
+    w2sq = float(((m1 - m2) ** 2).sum() + torch.trace(c1 + c2 - 2.0 * cross))
+    return math.sqrt(max(w2sq, 0.0))
+
+
+def gaussian_mmd2_rbf(mean1: Tensor, mean2: Tensor, var: float, bandwidth: float) -> float:
+    """Closed-form squared MMD between ``N(m1, v I)`` and ``N(m2, v I)`` in ``d`` dimensions for the
+    kernel ``k(a, b) = exp(-|a - b|^2 / (2 h^2))`` of :func:`mmd_rbf`.
+
+    With ``X - X' ~ N(0, 2 v I)`` and ``X - Y ~ N(m1 - m2, 2 v I)``, the Gaussian integral
+    ``E exp(-|Z|^2 / (2 h^2)) = (h^2 / (h^2 + 2v))^{d/2} exp(-|mu_Z|^2 / (2 (h^2 + 2v)))`` gives
+    ``MMD^2 = E k(X,X') + E k(Y,Y') - 2 E k(X,Y)
+    = 2 (h^2 / (h^2 + 2v))^{d/2} (1 - exp(-|m1 - m2|^2 / (2 (h^2 + 2v))))`` (Gretton et al. 2012, Eq. 2).
+    """
+    m1, m2 = mean1.double().reshape(-1), mean2.double().reshape(-1)
+    d = m1.numel()
+    h2 = float(bandwidth) ** 2
+    c = (h2 / (h2 + 2.0 * float(var))) ** (d / 2.0)
+    return 2.0 * c * (1.0 - math.exp(-float(((m1 - m2) ** 2).sum()) / (2.0 * (h2 + 2.0 * float(var)))))

@@ -15,6 +15,8 @@ KINDS: dict[str, str] = {
     "sampler": "sdeflow_register_samplers",
     "predictor": "sdeflow_register_predictors",
     "corrector": "sdeflow_register_correctors",
+    "target": "sdeflow_register_targets",
+    "metric": "sdeflow_register_metrics",
 }
 #: the kinds listed by :func:`sdeflow.list_plugins` (the public contract)
 CONTRACT_KINDS: tuple[str, ...] = ("process", "model", "sampler")

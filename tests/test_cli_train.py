@@ -159,7 +159,8 @@ def test_train_on_a_data_file(tmp_path: Path, suffix: str) -> None:
 
 # --------------------------------------------------------------------------- bad input
 BAD = [
-    (["--process", "vq"], "unknown process 'vq'; valid process names: 'ddpm', 'ncsn', 'subvp', 've', 'vp'"),
+    (["--process", "vq"], "unknown process 'vq'; valid process names: "
+     + ", ".join(repr(n) for n in sdeflow.list_plugins()["process"])),
     (["--process-opt", "beta_maxx=3"], "valid options: beta_min=0.1, beta_max=20.0"),
     (["--process-opt", "beta_max"], "expected KEY=VALUE"),
     (["--model", "nope"], "unknown model 'nope'"),

@@ -14,3 +14,4 @@ def main() -> None:
 
 
 from . import demo_cmd, likelihood_cmd, plugins_cmd, sample_cmd, train_cmd  # noqa: E402,F401  (registers commands)
+from . import bench_cmd  # noqa: E402,F401  (registers `sdeflow bench`)
