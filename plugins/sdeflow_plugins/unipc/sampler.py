@@ -13,7 +13,8 @@ from sdeflow.integrators.grid_sampler import GridRun
 from sdeflow.integrators.multistep import MultistepSampler, combine
 from sdeflow.integrators.schedules import schedule_label
 
-#: the two choices of ``B(h)`` (Zhao et al. 2023, Sec. 3.3 and App. C): ``bh1 = h``, ``bh2 = e^h - 1``
+#: the two choices of ``B(h)`` (Zhao et al. 2023, Sec. 3.3 and App. C), in the data-prediction form with
+#: ``hh = -h``: ``bh1``: ``B = hh``, ``bh2``: ``B = expm1(hh)``
 VARIANTS = ("bh1", "bh2")
 
 
@@ -98,8 +99,8 @@ class UniPCSampler(MultistepSampler):
     Args:
         steps: number of steps = score evaluations (default 10); at least ``order``.
         order: the predictor's order ``p``: 1, 2 (default) or 3.
-        variant: ``"bh2"`` (default, ``B(h) = e^h - 1``; the authors' choice for few steps of
-            unconditional models) or ``"bh1"`` (``B(h) = h``).
+        variant: ``"bh2"`` (default, ``B = expm1(-h)``; the authors' choice for few steps of
+            unconditional models) or ``"bh1"`` (``B = -h``).
         corrector: apply UniC (default); ``False`` gives the predictor alone (UniP-p).
         schedule: ``"logSNR"`` (default), ``"time_uniform"``, ``"time_quadratic"``, ``"edm"``, ``"chain"``
             or noise levels ``sigma_t / alpha_t`` (e.g. from :func:`sdeflow.calibrate_schedule`), as for
