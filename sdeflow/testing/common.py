@@ -26,8 +26,10 @@ class CheckNotApplicable(Exception):
 
 
 def as_float64(process: ForwardProcess) -> ForwardProcess:
-    """A float64 copy of ``process`` (the caller's module is left as it was)."""
-    return copy.deepcopy(process).to(F64)
+    """A float64 copy of ``process`` with its parameters frozen (the caller's module is left as it
+    was). The checks test the process as a function of ``(x, t)``: a learned schedule's parameters
+    need no autograd graph, which would only slow every integration down."""
+    return copy.deepcopy(process).to(F64).requires_grad_(False)
 
 
 def require_gaussian_marginals(process: ForwardProcess, check: str) -> None:
@@ -50,7 +52,8 @@ def frac_time(process: ForwardProcess, frac: float) -> float:
 
 def coeffs(process: ForwardProcess, t: float) -> tuple[float, float]:
     """``(alpha_t, sigma_t)`` of the marginal at one time, as Python floats."""
-    a, s = process.marginal(torch.tensor([t], dtype=F64))
+    with torch.no_grad():
+        a, s = process.marginal(torch.tensor([t], dtype=F64))
     return float(a[0]), float(s[0])
 
 

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from sdeflow.embeddings import sinusoidal_embedding
 from sdeflow.errors import OptionError, ShapeError
-
-
-def sinusoidal_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
-    """Transformer sinusoidal embedding of ``scale * t`` (Vaswani et al. 2017, Sec. 3.5; Ho et al. 2020).
-
-    Args:
-        t: conditioning values, shape ``(batch,)``.
-        dim: embedding size (even).
-        scale: multiplies ``t`` first, so ``t in [0, 1]`` spans many periods.
-        max_period: longest period.
-
-    Returns:
-        ``(batch, dim)`` with ``[sin(w_k t), cos(w_k t)]``, ``w_k = max_period^{-k/(dim/2)}``.
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
-    args = (scale * t)[:, None] * freqs[None]
-    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
 
 _ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
