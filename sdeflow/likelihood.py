@@ -345,7 +345,7 @@ def log_likelihood(
     if t0 < floor:
         raise TimeRangeError(
             f"t_start={t0:g} lies below score_t_min={floor:.6g}: {type(process).__name__} has no noise at "
-            f"t_min={t_min:g}, where the score of a {score_model.parametrization!r} network is infinite, so the "
+            f"t_min={t_min:g}, where the score of a network predicting {score_model.parametrization!r} is infinite, so the "
             f"integration starts no earlier than where sigma/alpha reaches the model's noise floor; valid t_start: "
             f"[{floor:.6g}, {t_max:g}) (leave t_start out for {floor:.6g})")
     shape = tuple(int(s) for s in x.shape)

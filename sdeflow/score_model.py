@@ -98,8 +98,8 @@ class ScoreModel(nn.Module):
         t = float(t_from_scaled_sigma(process, torch.tensor([level], dtype=torch.float64))[0]) if level < top else t_max
         if not t_min < t < t_max:
             raise OptionError(
-                f"{type(process).__name__} has no noise at t_min={t_min:g}, where a {self.parametrization!r} "
-                f"network's score is infinite, and its noise level sigma/alpha = {level:g} (noise_floor) is not "
+                f"{type(process).__name__} has no noise at t_min={t_min:g}, where the score of a network "
+                f"predicting {self.parametrization!r} is infinite, and its noise level sigma/alpha = {level:g} (noise_floor) is not "
                 f"reached inside ({t_min:g}, {t_max:g}) (sigma/alpha at t_max: {top:.6g}); pass a smaller noise_floor")
         return t
 
