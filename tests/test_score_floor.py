@@ -38,24 +38,13 @@ from sdeflow.integrators.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_ME
 from sdeflow.integrators.schedules import EDM_SIGMA_MIN
 from sdeflow.integrators.sde import SDE_METHODS
 from sdeflow.likelihood import log_likelihood
-from test_samplers import ODE_NFE_PER_STEP, SDE_NFE
+# the methods' per-step evaluation counts, the seeded generator and the one-thread fixture (autouse)
+from test_samplers import ODE_NFE_PER_STEP, SDE_NFE, _single_thread, gen  # noqa: F401
 
 F64 = torch.float64
 PARAMS = ("eps", "x0", "v")
 N = 4  # steps of every stepping sampler (kept tiny: these runs check finiteness and counts)
 K_SE = 4.0
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ---------------------------------------------------------------------------- models and processes
@@ -143,6 +132,7 @@ def exact_eps_model(gmm: GaussianMixture, process: ForwardProcess) -> tuple[Scor
 
 # ---------------------------------------------------------------------------- the rule
 def test_score_t_min_rule() -> None:
+    assert torch.get_num_threads() == 1  # the fixture imported from test_samplers is active
     ve = sdeflow.create_process("ve")
     net = sdeflow.create_model("mlp", dim=2)
     for kind in PARAMS:
