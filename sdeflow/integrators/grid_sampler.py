@@ -14,18 +14,25 @@ A subclass implements::
 and may override :meth:`~GridSampler._start` / :meth:`~GridSampler._output` (a state other than
 ``x``, e.g. EDM's ``x / alpha_t``), :meth:`~GridSampler._finish` (default: the final denoising when
 ``self.denoise``), :meth:`~GridSampler._describe` and :meth:`~GridSampler._step_label` (messages).
+
+A step that evaluates the score at the time it steps *to* (annealed Langevin runs at each level)
+sets the class attribute ``scores_at_end = True``: the grid then ends at
+``max(t_end, score_model.score_t_min)`` (:func:`~sdeflow.integrators.common.stop_time`) and
+:meth:`~GridSampler._finish` takes the last data-prediction step from there to ``t_end``. The other
+built-in grid samplers evaluate only at ``grid[k]``, ``k < n``, and take their own step to ``t_end``
+(a data-prediction step, finite at ``sigma = 0``), so their grid reaches ``t_end``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..sampler import SampleResult, Sampler, StepCallback
 from ..score_model import ScoreModel
-from .common import resolve_interval
+from .common import final_step_label, resolve_interval, stop_time
 from .run import SamplingRun
 
 
@@ -37,12 +44,18 @@ class GridRun(SamplingRun):
         times: the same on the model's device and dtype.
         n: number of steps.
         plan: what the sampler's ``_plan`` computed for this run (coefficients, per-run memory).
+        t_end: the requested end time.
+        t_stop: the end time handed to the sampler's ``_plan``: ``t_end``, or the model's
+            ``score_t_min`` where that is later and the sampler's steps evaluate the score at their end
+            (:attr:`GridSampler.scores_at_end`).
     """
 
     grid: Tensor
     times: Tensor
     n: int
     plan: Any
+    t_end: float
+    t_stop: float
 
     def use_grid(self, grid: Tensor, plan: Any) -> None:
         """Set the run's grid (float64, descending) and the sampler's plan."""
@@ -76,6 +89,8 @@ class GridSampler(Sampler):
     check_finite: bool = True
     clip_x0: float | None = None
     denoise: bool = False
+    #: the step evaluates the score at ``grid[k + 1]``, so the grid must stop where the score is finite
+    scores_at_end: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ what a subclass writes
     def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
@@ -95,7 +110,10 @@ class GridSampler(Sampler):
         return state
 
     def _finish(self, run: GridRun, x: Tensor) -> Tensor:
-        """After the last step: the final denoising when ``self.denoise``."""
+        """After the last step: the final denoising when ``self.denoise``; the data-prediction step to
+        ``run.t_end`` when the grid stopped short of it (:attr:`scores_at_end`)."""
+        if run.t_stop > run.t_end:
+            return run.finish(x, run.t_stop, run.t_end, self.denoise)
         return run.denoise(x) if self.denoise else x
 
     def _describe(self, run: GridRun) -> str:
@@ -112,7 +130,9 @@ class GridSampler(Sampler):
         run = GridRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory,
                       self.clip_x0)
         t_start, t_end = resolve_interval(run.process, self.t_end)
-        run.use_grid(*self._plan(run, t_start, t_end))
+        run.t_end = t_end
+        run.t_stop = stop_time(score_model, t_end) if self.scores_at_end else t_end
+        run.use_grid(*self._plan(run, t_start, run.t_stop))
         run.observe_steps(run.n, self.name)
         starts: list[int] = []  # evaluations made before each step (host ints)
         with torch.no_grad():
@@ -132,6 +152,10 @@ class GridSampler(Sampler):
 
         def step_of(t: float) -> str:
             step = run.step_of_first_nonfinite(starts, in_loop)
-            return "the final denoising step" if step is None else self._step_label(run, step)
+            if step is None:
+                if self.denoise or not run.t_stop > run.t_end:
+                    return "the final denoising step"
+                return final_step_label(False, run.t_stop, run.t_end)
+            return self._step_label(run, step)
 
         return run.result(x, f"sampler '{self.name}' ({self._describe(run)})", step_of, steps=run.n)

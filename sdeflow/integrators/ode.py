@@ -51,15 +51,28 @@ class FlowField(nn.Module):
 
     Every evaluation time is clamped into ``[t_min, t_max]`` by the process
     (:meth:`sdeflow.ForwardProcess.clamp_time`): adaptive solvers probe outside the interval.
+
+    Args:
+        ode: the probability-flow ODE.
+        process: its process.
+        batch: the batch size.
+        t_floor: where the integration ends if later than ``t_min``
+            (:func:`~sdeflow.integrators.common.stop_time`, from the model's
+            :attr:`~sdeflow.ScoreModel.score_t_min`): times are clamped up to it as well, so the
+            score is never asked for where it is infinite. ``None`` or ``<= t_min``: no extra clamp.
     """
 
-    def __init__(self, ode: ProbabilityFlowODE, process: ForwardProcess, batch: int) -> None:
+    def __init__(self, ode: ProbabilityFlowODE, process: ForwardProcess, batch: int,
+                 t_floor: float | None = None) -> None:
         super().__init__()
         self.ode, self.process, self.batch = ode, process, batch
+        self.t_floor = float(t_floor) if t_floor is not None and float(t_floor) > float(process.t_min) else None
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        tt = self.process.clamp_time(t.to(x.dtype)).reshape(()).expand(self.batch)
-        return self.ode.velocity(x, tt)
+        tt = self.process.clamp_time(t.to(x.dtype))
+        if self.t_floor is not None:
+            tt = tt.clamp(min=self.t_floor)
+        return self.ode.velocity(x, tt.reshape(()).expand(self.batch))
 
 
 def _time_list(v: Any) -> list[float]:

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..sampler import SampleResult, StepCallback
 from ..score_model import ScoreModel
 from ..shapes import randn
-from .common import StepObserver
+from .common import StepObserver, finish
 from .denoiser import Denoiser
 from .evaluator import ScoreEvaluator
 
@@ -80,6 +80,12 @@ class SamplingRun:
     def prior(self) -> Tensor:
         """``x_{t_max}`` from the model's prior, drawn from the run's generator."""
         return self.score_model.prior_sample(self.shape, self.generator, self.device, self.dtype)
+
+    def finish(self, x: Tensor, t_stop: float, t_end: float, denoise: bool) -> Tensor:
+        """The end of the run from the state ``x`` at ``t_stop`` (:func:`~sdeflow.integrators.common.finish`:
+        the posterior mean when ``denoise``, else the exact data-prediction step to ``t_end`` when the
+        integration stopped early at the model's :attr:`~sdeflow.ScoreModel.score_t_min`)."""
+        return finish(self.x0, x, t_stop, t_end, denoise)
 
     def noise(self) -> Tensor:
         """Standard normal noise of the sample shape from the run's generator."""

@@ -81,7 +81,10 @@ class AnnealedLangevinSampler(GridSampler):
             process (NCSN), an evenly strided subset of its own levels.
         denoise: final denoising step.
         t_end: time of the last level (default ``t_min``; must have a finite log-SNR for
-            continuous processes, so ``ve`` needs ``t_end > 0``).
+            continuous processes, so ``ve`` needs ``t_end > 0`` with an exact score). For an
+            ``eps``/``x0``/``v`` network whose score is infinite at ``t_end`` (``sigma = 0``) the last
+            level is at ``score_model.score_t_min`` and the final evaluation there is the denoising
+            (or, with ``denoise=False``, the exact data-prediction step to ``t_end``).
         check_finite: raise on NaN/Inf, naming the level.
         step_rule: ``"ncsn"`` (default) or ``"ncsnv2"`` (see above).
     """
@@ -89,6 +92,7 @@ class AnnealedLangevinSampler(GridSampler):
     name = "langevin"
     stochastic = True
     requires_gaussian_marginals = True
+    scores_at_end = True  # every level, the last included, evaluates the score
 
     def __init__(self, step_size: float | None = None, n_steps_each: int = 100, num_scales: int | None = None,
                  denoise: bool = True, t_end: float | None = None, check_finite: bool = True,

@@ -8,7 +8,7 @@ import torch
 
 from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import check_positive_int, denoise, resolve_interval
+from sdeflow.integrators.common import check_positive_int, final_step_label, resolve_interval, stop_time
 from sdeflow.integrators.ode import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, ODE_ORDER, FlowField,
                                      integrate_ode, ode_failures)
 from sdeflow.integrators.run import SamplingRun
@@ -30,7 +30,10 @@ class ODESampler(Sampler):
         atol: absolute tolerance of adaptive methods (default 1e-5).
         steps: equal steps of a fixed-grid method (default 100).
         denoise: finish with the posterior mean ``E[x_0 | x_{t_end}]`` (one more evaluation).
-        t_end: final time (default: the process's ``t_min``).
+        t_end: final time (default: the process's ``t_min``). Where the model's score is infinite
+            there (an ``eps``/``x0``/``v`` network at ``sigma_t = 0``: VE at ``t = 0``), the ODE is
+            integrated to ``score_model.score_t_min`` and one exact data-prediction step (one more
+            evaluation, the same one ``denoise`` makes) goes on to ``t_end``.
         options: further torchdiffeq options (e.g. ``{"max_num_steps": 10_000}``, or
             ``{"max_order": 4}`` for the Adams methods: with torchdiffeq's default order of up to
             12, ``explicit_adams`` is unstable on stiff fields such as VE's).
@@ -39,8 +42,10 @@ class ODESampler(Sampler):
 
     The initial samples come from ``score_model.prior_sample`` (the process's marginal at
     ``t_max``; exact ``p_{t_max}`` for an exact mixture model). Adaptive methods are made to step
-    exactly to ``t_end`` and every evaluation time is clamped into ``[t_min, t_max]``, so the
-    score is never asked for outside the process's interval.
+    exactly to ``t_end`` (or ``score_t_min``) and every evaluation time is clamped into
+    ``[t_min, t_max]`` (and up to ``score_t_min``), so the score is never asked for outside the
+    process's interval or where it is infinite. ``result.steps`` counts the solver's steps; the
+    final denoising or data-prediction step is one more evaluation in ``result.nfe``.
     """
 
     name = "ode"
@@ -76,16 +81,18 @@ class ODESampler(Sampler):
                 callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
         process = score_model.process
         t_start, t_end = resolve_interval(process, self.t_end)
+        t_stop = stop_time(score_model, t_end)
         fixed = self.method in FIXED_GRID_METHODS
         steps = (self.steps or DEFAULT_FIXED_STEPS) if fixed else None
         run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory)
         evaluator = run.evaluator
-        field = FlowField(process.probability_flow(evaluator), process, shape[0])
+        field = FlowField(process.probability_flow(evaluator), process, shape[0],
+                          t_floor=t_stop if t_stop > t_end else None)
         where = f"sampler 'ode' (method={self.method!r}" + (f", steps={steps})" if fixed else ")")
         count = [0]
         starts: list[int] = []  # evaluations made before each step began (host ints, no sync)
-        integration_nfe = [0]  # evaluations made by the solver (the rest: final denoising)
-        run.observe_steps(t_start - t_end, f"ode/{self.method}", by_time=True)
+        integration_nfe = [0]  # evaluations made by the solver (the rest: the final step)
+        run.observe_steps(t_start - t_stop, f"ode/{self.method}", by_time=True)
 
         def on_step(t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
             # torchdiffeq calls this before each (accepted) step with the state it starts from
@@ -97,19 +104,20 @@ class ODESampler(Sampler):
         def step_of(t: float) -> str:
             # the step during which the first non-finite evaluation happened (fixed grids only)
             step = run.step_of_first_nonfinite(starts, integration_nfe[0])
-            return f"the final denoising after step {steps} of {steps}" if step is None else f"step {step} of {steps}"
+            if step is None:
+                return f"{final_step_label(self.denoise, t_stop, t_end)} after step {steps} of {steps}"
+            return f"step {step} of {steps}"
 
         with torch.no_grad():
             x = run.prior()
             run.observe(0, torch.tensor(t_start, dtype=x.dtype, device=x.device), x)
             try:
                 with ode_failures(evaluator, where):
-                    x = integrate_ode(field, x, t_start, t_end, self.method, steps, self.rtol, self.atol,
+                    x = integrate_ode(field, x, t_start, t_stop, self.method, steps, self.rtol, self.atol,
                                       self.solver_options, on_step)
             finally:
                 run.close()
             integration_nfe[0] = evaluator.nfe
-            run.observe(count[0], torch.tensor(t_end, dtype=x.dtype, device=x.device), x)
-            if self.denoise:
-                x = denoise(score_model, evaluator, x, t_end)
+            run.observe(count[0], torch.tensor(t_stop, dtype=x.dtype, device=x.device), x)
+            x = run.finish(x, t_stop, t_end, self.denoise)
         return run.result(x, where, step_of if fixed else None, steps=steps if fixed else count[0])
