@@ -20,6 +20,7 @@ from .plugin_manager import register_plugin, reload_plugins, unregister_plugin  
 from .targets import GaussianMixture  # noqa: E402
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood  # noqa: E402
 from .training.model_spec import load_score_model  # noqa: E402
+from .integrators.calibration import ScheduleCalibration, calibrate_schedule  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -29,10 +30,12 @@ __all__ = [
     "LikelihoodResult",
     "MarginalDefinedProcess",
     "SampleResult",
+    "ScheduleCalibration",
     "Sampler",
     "ScoreModel",
     "append_dims",
     "bits_per_dim",
+    "calibrate_schedule",
     "component_options",
     "create_component",
     "list_components",

@@ -14,8 +14,8 @@ and ``bpd = -log p(z) / (64 ln 2) + log2(17 / 2)`` (:func:`sdeflow.bits_per_dim`
 ``log2 17 = 4.09`` bits/dim, and the report also gives the held-out cross-entropy of the
 independent-pixel histogram model fitted on the training digits (add-one smoothing), an exact
 discrete bits/dim that a model of pixel dependencies should beat. ``log p`` is that of the ODE at
-the process's ``t_min`` (see :func:`sdeflow.log_likelihood`; where the noise at ``t_min`` is 0, as
-for VE, at the time where it is 0.01, see :func:`likelihood_start`); it is estimated with Hutchinson
+the model's ``score_t_min`` (see :func:`sdeflow.log_likelihood`: the process's ``t_min``, or where
+its noise there is 0, as for VE, the time at which ``sigma_t / alpha_t = 0.002``); it is estimated with Hutchinson
 probes (an unbiased estimate of ``log p`` whose noise is part of the reported standard error).
 
 A process that models the discrete data itself (one with an integer ``bins`` attribute: its
@@ -117,19 +117,6 @@ def process_bound_bits_per_dim(score_model: ScoreModel, levels: torch.Tensor, dr
     v = torch.tensor(values, dtype=torch.float64)
     se = float(v.std(correction=1)) / math.sqrt(v.numel()) if v.numel() > 1 else float("nan")
     return float(v.mean()), se
-
-
-def likelihood_start(process: ForwardProcess, noise: float = 1e-2) -> float:
-    """Where the demo evaluates ``log p_t``: ``t_min``, unless the marginal's noise there is 0 (VE with
-    ``t_min = 0``, where an eps-model's score ``-eps / sigma`` is infinite); then the time at which
-    ``sigma_t / alpha_t = noise`` (log-SNR ``2 log(1 / noise)``), about the noise VP has at its ``t_min``."""
-    t_min = torch.tensor([float(process.t_min)], dtype=torch.get_default_dtype())
-    with torch.no_grad():
-        _, s = process.marginal(t_min)
-        if float(s) > 0:
-            return float(process.t_min)
-        lam = torch.full_like(t_min, 2.0 * math.log(1.0 / noise))
-        return float(process.t_from_log_snr(lam))
 
 
 def histogram_bits_per_dim(train: torch.Tensor, test: torch.Tensor, bins: int) -> float:
@@ -314,9 +301,9 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
     else:
         z = dequantize(test_levels[:n_eval], DIGITS_LEVELS, generator=torch.Generator().manual_seed(seed + 2),
                        dtype=dtype)
-        t_start = likelihood_start(proc)
         ll = log_likelihood(ema, z, estimator="hutchinson", n_probes=n_probes, rtol=rtol, atol=atol,
-                            t_start=t_start, generator=torch.Generator().manual_seed(seed + 3))
+                            generator=torch.Generator().manual_seed(seed + 3))
+        t_start = ll.t_start
         bpd = bits_per_dim(ll.log_prob.cpu(), ll.n_dims, bins=DIGITS_LEVELS)
         # stderr over digits (it includes the dequantization and probe noise of each digit's value)
         bpd_mean, nfe = float(bpd.mean()), ll.nfe

@@ -7,7 +7,8 @@ the instantaneous change of variables (Chen et al. 2018, Theorem 1):
     d log p_t(x(t)) / dt = - div f_tilde(x(t), t).
 
 Integrating the augmented system ``(x, Delta)`` with ``dDelta/dt = div f_tilde`` from ``t_start``
-(default the process's ``t_min``) to ``t_max`` gives (Song et al. 2021, Eq. 39-40, App. D.2)
+(default the model's :attr:`~sdeflow.ScoreModel.score_t_min`: the process's ``t_min``, unless the
+model's score is infinite there) to ``t_max`` gives (Song et al. 2021, Eq. 39-40, App. D.2)
 
     log p_{t_start}(x) = log p_{t_max}(x(t_max)) + int_{t_start}^{t_max} div f_tilde(x(t), t) dt.
 
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from .errors import NonFiniteError, OptionError, ShapeError, TimeRangeError
 from .integrators.common import check_positive_int
 from .integrators.evaluator import ScoreEvaluator
-from .integrators.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, FlowField, integrate_ode
+from .integrators.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, FlowField, integrate_ode, ode_failures
 from .score_model import ScoreModel
 from .shapes import rand, randn
 
@@ -67,7 +68,14 @@ class LikelihoodResult:
         estimator: ``"exact"`` or ``"hutchinson"`` (what ``"auto"`` resolved to).
         n_probes: probes per sample (0 for the exact divergence).
         n_dims: data dimensions per sample ``D``.
-        t_start, t_end: the integration interval (``t_end = t_max``).
+        t_start: the time ``t`` of the density ``log p_t`` in :attr:`log_prob`, where the integration
+            starts: the ``t_start`` argument, or by default ``score_model.score_t_min``, which is the
+            process's ``t_min`` unless the process has no noise there (``sigma_{t_min} = 0``, VE at
+            ``t = 0``) and the network predicts ``eps``/``x0``/``v`` (then its score is infinite at
+            ``t_min`` and this is the time at which ``sigma_t / alpha_t`` reaches the model's
+            ``noise_floor``, 0.002 by default); ``log_prob`` is then the density of the data
+            perturbed with that little noise, ``p_{t_start}``, not ``p_{t_min}``.
+        t_end: the end of the integration interval (``t_max``).
         steps: solver steps taken (accepted steps for adaptive methods).
     """
 
@@ -261,11 +269,14 @@ def log_likelihood(
     ``dDelta/dt = div(f - 1/2 g^2 s_theta)`` from ``t_start`` to ``t_max`` and return
     ``log p_T(x_T) + Delta(t_max)``.
 
-    What is computed is the density of the model's ODE at ``t_start`` (default the process's
-    ``t_min``, where samplers stop), not at ``t = 0``: for VE (``t_min = 0``) that is the data
-    density itself; for VP/sub-VP/DDPM with ``t_min = 1e-3`` it is the density of
-    ``alpha x_0 + sigma eps`` with ``sigma ~ 0.01`` (build the process with a smaller ``t_min``,
-    or pass a smaller ``t_start`` where the process allows it, to get closer to ``p_0``).
+    What is computed is the density of the model's ODE at ``t_start`` (default
+    ``score_model.score_t_min``: the process's ``t_min``, where samplers stop), not at ``t = 0``: for
+    VE (``t_min = 0``) with an exact score that is the data density itself; for VP/sub-VP/DDPM with
+    ``t_min = 1e-3`` it is the density of ``alpha x_0 + sigma eps`` with ``sigma ~ 0.01`` (build the
+    process with a smaller ``t_min``, or pass a smaller ``t_start`` where the process allows it, to
+    get closer to ``p_0``). A network predicting ``eps``/``x0``/``v`` has no finite score where
+    ``sigma_t = 0`` (VE at ``t = 0``): its default ``t_start`` is where ``sigma_t / alpha_t`` reaches
+    its ``noise_floor`` (0.002), and :attr:`LikelihoodResult.t_start` reports it.
 
     The prior term comes from ``score_model.prior_log_prob``: ``N(0, sigma_T^2 I)`` from the
     process's marginal by default; the exact ``p_T`` for a :meth:`GaussianMixture.score_model`
@@ -284,8 +295,9 @@ def log_likelihood(
         rtol: relative tolerance of adaptive methods (default 1e-5).
         atol: absolute tolerance of adaptive methods (default 1e-5).
         steps: equal steps of a fixed-grid method (default 100); an error for adaptive ones.
-        t_start: where the density is evaluated (default ``process.t_min``), in
-            ``[t_min, t_max)``.
+        t_start: where the density is evaluated (default ``score_model.score_t_min``), in
+            ``[score_t_min, t_max)``: below ``score_t_min`` the model's score is infinite, which is a
+            :class:`~sdeflow.errors.TimeRangeError` naming the valid range.
         options: extra torchdiffeq options (the default error norm is the larger of the RMS
             errors of ``x`` and of the log-density channels).
         vectorize: batch the vector-Jacobian products with ``is_grads_batched`` (vmap); ``False``
@@ -325,10 +337,17 @@ def log_likelihood(
 
     process = score_model.process
     t_min, t_max = float(process.t_min), float(process.t_max)
-    t0 = t_min if t_start is None else float(t_start)
+    floor = float(score_model.score_t_min)
+    t0 = floor if t_start is None else float(t_start)
     if not t_min <= t0 < t_max:
         raise TimeRangeError(f"t_start={t0:g} must lie in [t_min, t_max) = [{t_min:g}, {t_max:g}) "
                              f"of {type(process).__name__}")
+    if t0 < floor:
+        raise TimeRangeError(
+            f"t_start={t0:g} lies below score_t_min={floor:.6g}: {type(process).__name__} has no noise at "
+            f"t_min={t_min:g}, where the score of a network predicting {score_model.parametrization!r} is infinite, so the "
+            f"integration starts no earlier than where sigma/alpha reaches the model's noise floor; valid t_start: "
+            f"[{floor:.6g}, {t_max:g}) (leave t_start out for {floor:.6g})")
     shape = tuple(int(s) for s in x.shape)
     n, d = shape[0], int(math.prod(shape[1:]))
     kind = estimator if estimator != "auto" else ("exact" if d <= AUTO_EXACT_MAX_DIM else "hutchinson")
@@ -350,7 +369,8 @@ def log_likelihood(
         k_channels = 1 if exact else n_probes
 
         evaluator = ScoreEvaluator(score_model, check_finite)
-        flow = FlowField(process.probability_flow(_CountingScore(score_model, evaluator)), process, n)
+        flow = FlowField(process.probability_flow(_CountingScore(score_model, evaluator)), process, n,
+                         t_floor=floor)
         field = _AugmentedField(flow, shape, probes, exact, bool(vectorize))
         opts = dict(options or {})
         if not fixed:
@@ -361,17 +381,10 @@ def log_likelihood(
         def on_step(t: Tensor, y: Tensor, dt: Tensor) -> None:
             count[0] += 1
 
-        try:
+        with ode_failures(evaluator, where):
             y1 = integrate_ode(field, y0, t0, t_max, method, n_steps,
                                DEFAULT_TOL if rtol is None else float(rtol),
                                DEFAULT_TOL if atol is None else float(atol), opts, on_step)
-        except (AssertionError, RuntimeError) as exc:
-            if evaluator.first_nonfinite() is not None:
-                evaluator.raise_if_nonfinite(where)
-            if "underflow" in str(exc):
-                raise NonFiniteError(f"{where}: the step size underflowed ({exc}); the ODE is too stiff "
-                                     "or its vector field is not finite") from exc
-            raise
         evaluator.raise_if_nonfinite(where, samples=y1)
         latent = y1[:, :d].reshape(shape)
         delta = y1[:, d:]  # (n, K)

@@ -204,10 +204,76 @@ def test_langevin_needs_a_finite_log_snr_on_ve() -> None:
 
 def test_langevin_divergence_is_reported_with_its_level() -> None:
     """eps = 2e-5 is NCSN's step for sigma 1 .. 0.01; on VE down to sigma ~ 1e-3 the top levels' steps
-    alpha = eps sigma_1^2 / sigma_L^2 exceed the stability limit and the chain blows up."""
+    alpha = eps sigma_1^2 / sigma_L^2 exceed the stability limit and the chain blows up (an explicit
+    step: the default scales with sigma_L, see the next test)."""
     with pytest.raises(NonFiniteError, match=r"noise level \d+ of 10"):
-        sdeflow.create_sampler("langevin", t_end=1e-3).sample(exact_model("ve"), (16, 1),
-                                                                torch.Generator().manual_seed(0))
+        sdeflow.create_sampler("langevin", step_size=2e-5, t_end=1e-3).sample(exact_model("ve"), (16, 1),
+                                                                                torch.Generator().manual_seed(0))
+
+
+def _level_sigmas(process: sdeflow.ForwardProcess, step_times: list[float]) -> list[float]:
+    levels = sorted(set(step_times), reverse=True)
+    return marginal(process, levels)[1].tolist()
+
+
+@pytest.mark.parametrize("process, t_end, std_tol", [("subvp", None, None), ("ve", 1e-3, 0.25)])
+def test_langevin_default_step_is_stable_far_below_sigma_001(process: str, t_end: float | None,
+                                                             std_tol: float | None) -> None:
+    """The default step is ``alpha_i = 0.2 sigma_i^2`` (NCSN's ``eps / sigma_L^2``) whatever ``sigma_L``: sub-VP at
+    ``t_min`` (``sigma_L = 1.1e-4``) and VE at ``t = 1e-3`` (``sigma_L = 1.3e-3``), where NCSN's fixed 2e-5 gives
+    ``alpha_1 / sigma_1^2`` of 1650 and 12 and diverges, run and follow their exact law. On VE the law is within
+    0.25 of N(5, 2^2)'s std (measured 2.21: 100 steps a level leave some of the top levels' excess); on sub-VP
+    annealed Langevin lags the moving mean ``alpha_t mu`` (law mean 2.9: a property of the method on a
+    variance-preserving process, checked here only against the law)."""
+    model = exact_model(process)
+    kw = {} if t_end is None else {"t_end": t_end}
+    x, res, times = run(sdeflow.create_sampler("langevin", **kw), model)
+    assert torch.isfinite(x).all() and res.nfe == 10 * 100 + 1
+    step_times = times[1:]
+    sig = _level_sigmas(model.process, step_times)
+    assert sig[-1] < 2e-3
+    law = langevin_law(model.process, step_times, 0.2 * sig[-1] ** 2)
+    assert_matches_law(x, law)
+    if std_tol is not None:
+        assert abs(law[0] - MU) < 1e-9 and abs(law[1] - 2.0) < std_tol, law
+    with pytest.raises(NonFiniteError, match=r"noise level \d+ of 10"):
+        sdeflow.create_sampler("langevin", step_size=2e-5, **kw).sample(model, (16, 1), torch.Generator().manual_seed(0))
+
+
+def test_langevin_default_is_ncsns_step_on_ncsn() -> None:
+    """On NCSN's levels (sigma_L = 0.01) the default is the reference's eps = 2e-5 (up to rounding)."""
+    model = exact_model("ncsn")
+    a = sdeflow.create_sampler("langevin", n_steps_each=20).sample(model, (256, 1), torch.Generator().manual_seed(3))
+    b = sdeflow.create_sampler("langevin", n_steps_each=20, step_size=2e-5).sample(
+        model, (256, 1), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a.samples, b.samples, rtol=1e-12, atol=1e-12)
+
+
+def test_langevin_ncsnv2_step_rule() -> None:
+    """Technique 4 of Song & Ermon 2020: the relative step ``u`` minimises ``|s_T^2 / sigma_i^2 - 1|`` of their Eq. 4,
+    ``(1 - u)^(2T) (gamma^2 - 2u / (1 - (1 - u)^2)) + 2u / (1 - (1 - u)^2)``, written here as in the paper."""
+    from sdeflow_plugins.langevin.sampler import ncsnv2_relative_step
+
+    def eq4(u: float, T: int, gamma: float) -> float:
+        c = 2 * u / (1 - (1 - u) ** 2)
+        return (1 - u) ** (2 * T) * (gamma**2 - c) + c
+
+    for T, gamma in ((100, 10 ** (2 / 9)), (5, 10 ** (2 / 9)), (20, 3.0)):
+        u = ncsnv2_relative_step(T, gamma)
+        assert 0 < u < 1
+        best = abs(eq4(u, T, gamma) - 1)
+        assert all(best <= abs(eq4(u * f, T, gamma) - 1) + 1e-12 for f in (0.9, 0.99, 1.01, 1.1, 0.5, 2.0))
+    model = exact_model("ncsn")
+    s = sdeflow.create_sampler("langevin", step_rule="ncsnv2")
+    x, res, times = run(s, model)
+    step_times = times[1:]
+    sig = _level_sigmas(model.process, step_times)
+    u = ncsnv2_relative_step(100, (sig[0] / sig[-1]) ** (1 / 9))
+    assert_matches_law(x, langevin_law(model.process, step_times, u * sig[-1] ** 2))
+    with pytest.raises(OptionError, match="step_rule='ncsnv2' chooses the step size itself"):
+        sdeflow.create_sampler("langevin", step_rule="ncsnv2", step_size=1e-5)
+    with pytest.raises(OptionError, match="step_rule must be one of ncsn, ncsnv2"):
+        sdeflow.create_sampler("langevin", step_rule="ncsnv3")
 
 
 # --------------------------------------------------------------------------- NaN reporting

@@ -72,14 +72,15 @@ def test_histogram_bits_per_dim_by_hand() -> None:
     assert histogram_bits_per_dim(train, test, bins=2) == pytest.approx(expected, rel=1e-12)
 
 
-def test_likelihood_start() -> None:
-    from sdeflow.image_demo import likelihood_start
-
+def test_likelihood_starts_at_score_t_min() -> None:
+    """The demo's likelihood starts where log_likelihood does by default, the model's score_t_min:
+    VP's t_min; for VE's t_min = 0 (no noise) where sigma_t / alpha_t = 0.002 (tests/test_score_floor.py)."""
+    net = sdeflow.create_model("mlp", dim=2)
     vp, ve = sdeflow.create_process("vp"), sdeflow.create_process("ve")
-    assert likelihood_start(vp) == vp.t_min
-    t = likelihood_start(ve)  # VE's t_min = 0 has no noise: start where sigma_t / alpha_t = 0.01
-    _, s = ve.marginal(torch.tensor([t]))
-    assert 0 < t < 0.1 and float(s) == pytest.approx(0.01, rel=1e-4)
+    assert sdeflow.ScoreModel(net, vp, "eps").score_t_min == vp.t_min
+    t = sdeflow.ScoreModel(net, ve, "eps").score_t_min
+    _, s = ve.marginal(torch.tensor([t], dtype=torch.float64))
+    assert 0 < t < 0.1 and float(s) == pytest.approx(0.002, rel=1e-9)
 
 
 def test_default_sampler_per_process() -> None:

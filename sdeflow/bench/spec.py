@@ -125,8 +125,8 @@ QUICK = BenchSpec(
 #: one configuration of every sampler (three ODE methods for the orders, DPM-Solver++ 2M and 3M, DDIM
 #: with and without noise); the variants issue 5 studied (3M authors' rule, time-uniform 2M with and
 #: without the lower-order final step, pc Euler-Maruyama = sde euler, sde heun) run with --samplers all
-FULL_SAMPLERS = ["ode euler", "ode heun2", "ode rk4", "dpm_solver 2M", "dpm_solver 3M", "ddim", "ddim eta=1", "heun",
-                 "sde euler", "pc rd+langevin", "ancestral", "langevin"]
+FULL_SAMPLERS = ["ode euler", "ode heun2", "ode rk4", "dpm_solver 2M", "dpm_solver 3M", "unipc-2", "ddim", "ddim eta=1",
+                 "heun", "sde euler", "pc rd+langevin", "ancestral", "langevin"]
 
 FULL = BenchSpec(
     targets=["gauss1d", "nine_gaussians", "aniso16", "aniso64"],

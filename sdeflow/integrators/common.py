@@ -1,4 +1,10 @@
-"""Pieces every sampler loop shares: the time interval, step observers and final denoising."""
+"""Pieces every sampler loop shares: the time interval, step observers and the final step.
+
+The end of a run: an integrator that evaluates the score up to its end time stops at
+:func:`stop_time` ``= max(t_end, score_model.score_t_min)`` (later than ``t_end`` only where the
+model's score is infinite at ``t_end``: an ``eps``/``x0``/``v`` network at ``sigma = 0``, VE at
+``t = 0``), and :func:`finish` takes it the rest of the way with one data-prediction evaluation.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from ..errors import OptionError, TimeRangeError
 from ..process import ForwardProcess
 from ..sampler import StepCallback
 from ..score_model import ScoreModel
+from ..shapes import append_dims
+from .denoiser import Denoiser
 from .evaluator import ScoreEvaluator
 
 
@@ -25,6 +33,67 @@ def resolve_interval(process: ForwardProcess, t_end: float | None) -> tuple[floa
             f"of {type(process).__name__}"
         )
     return t_start, end
+
+
+def stop_time(score_model: ScoreModel, t_end: float) -> float:
+    """Where an integrator that evaluates the score at its end time stops: ``t_end``, or the model's
+    :attr:`~sdeflow.ScoreModel.score_t_min` where that is later (the score of an ``eps``, ``x0`` or
+    ``v`` network is infinite where ``sigma_t = 0``); :func:`finish` then steps on to ``t_end``.
+
+    Args:
+        score_model: the model being sampled.
+        t_end: the run's end time (from :func:`resolve_interval`).
+
+    Returns:
+        ``max(t_end, score_model.score_t_min)`` (``t_end`` itself when the model's score is finite there).
+    """
+    floor = float(score_model.score_t_min)
+    return floor if floor > t_end else t_end
+
+
+def finish(denoiser: Denoiser, x: Tensor, t_stop: float, t_end: float, denoise: bool) -> Tensor:
+    """The end of a sampling run that integrated down to ``t_stop >= t_end``, one evaluation of the
+    data prediction ``x0_theta(x, t_stop)`` (counted and watched by ``denoiser``) or none:
+
+    * ``denoise``: the posterior mean ``E[x_0 | x_{t_stop}]`` (Tweedie's formula; the noise-removal step
+      of Song et al. 2021, App. G). With ``t_stop = t_end`` this is the usual final denoising; with
+      ``t_stop > t_end`` it is also the best estimate of ``E[x_0 | x_{t_end}]`` given ``x_{t_stop}``
+      (tower property of the forward Markov chain ``x_0 -> x_{t_end} -> x_{t_stop}``).
+    * else, when ``t_stop > t_end``: the exact step to ``t_end`` of the probability-flow ODE with the
+      data prediction held at its value at ``t_stop`` (DDIM, Song, Meng, Ermon 2021, Eq. 12 with
+      ``eta = 0``, equal to DPM-Solver-1, Lu et al. 2022, Sec. 4.1; the ODE shares the reverse SDE's
+      marginals, so it ends an SDE run as well):
+      ``x_{t_end} = alpha_{t_end} x0 + sigma_{t_end} (x - alpha_{t_stop} x0) / sigma_{t_stop}``; at
+      ``sigma_{t_end} = 0`` (VE at ``t = 0``) it is ``alpha_{t_end} x0``, the same as ``denoise``.
+    * else ``x`` unchanged (no evaluation).
+
+    Args:
+        denoiser: the run's counted data prediction (:class:`~sdeflow.integrators.denoiser.Denoiser`).
+        x: the state at ``t_stop``.
+        t_stop: where the integration stopped (:func:`stop_time`).
+        t_end: the requested end time.
+        denoise: return the posterior mean.
+
+    Returns:
+        The samples, shaped like ``x``.
+    """
+    if not denoise and not t_stop > t_end:
+        return x
+    t = torch.full((x.shape[0],), float(t_stop), dtype=x.dtype, device=x.device)
+    x0 = denoiser(x, t)
+    if denoise:
+        return x0
+    process = denoiser.evaluator.score_model.process
+    a_s, s_s = (append_dims(v, x.ndim) for v in process.marginal(t))
+    a_e, s_e = (append_dims(v, x.ndim) for v in process.marginal(torch.full_like(t, float(t_end))))
+    return a_e * x0 + s_e * ((x - a_s * x0) / s_s)
+
+
+def final_step_label(denoise: bool, t_stop: float, t_end: float) -> str:
+    """How error messages name the evaluation :func:`finish` makes."""
+    if denoise:
+        return "the final denoising"
+    return f"the final data-prediction step from t={t_stop:.6g} to t_end={t_end:g}"
 
 
 def resolve_steps(steps: int | None, dt: float | None, span: float, default: int) -> int:
@@ -42,6 +111,12 @@ def check_positive_int(name: str, value: Any) -> None:
     """Raise :class:`OptionError` unless ``value`` is ``None`` or a positive integer."""
     if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
         raise OptionError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_clip_x0(clip_x0: Any) -> None:
+    """Raise :class:`OptionError` unless the data-prediction bound ``clip_x0`` is ``None`` or positive."""
+    if clip_x0 is not None and not clip_x0 > 0:
+        raise OptionError(f"clip_x0 must be positive or None, got {clip_x0!r}")
 
 
 class StepObserver:
@@ -90,10 +165,9 @@ class StepObserver:
 
 def denoise(score_model: ScoreModel, evaluator: ScoreEvaluator, x: Tensor, t: float) -> Tensor:
     """Final denoising to the posterior mean ``E[x_0 | x_t] = (x_t + sigma_t^2 score) / alpha_t``
-    (Tweedie's formula; the "noise removal" step of Song et al. 2021, Appendix G), one evaluation."""
-    tt = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-    evaluator.nfe += 1
-    out = score_model.x0(x, tt, check=False)
-    if evaluator.check_finite:
-        evaluator.watch(out, tt[0])
-    return out
+    (Tweedie's formula; the "noise removal" step of Song et al. 2021, Appendix G), one evaluation
+    of ``evaluator``'s model (``score_model``) at the time ``t``, counted and watched.
+
+    A sampler whose integrator stops at :func:`stop_time` rather than ``t_end`` calls :func:`finish`
+    instead, which also covers ``denoise=False``."""
+    return Denoiser(evaluator)(x, torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device))

@@ -15,7 +15,8 @@ of the initial step-size selection.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,9 @@ from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from ..dynamics import ProbabilityFlowODE
+from ..errors import NonFiniteError
 from ..process import ForwardProcess
+from .evaluator import ScoreEvaluator
 
 #: every torchdiffeq method but scipy's wrapper (which needs its own options)
 ODE_METHODS: tuple[str, ...] = tuple(m for m in SOLVERS if m != "scipy_solver")
@@ -48,15 +51,28 @@ class FlowField(nn.Module):
 
     Every evaluation time is clamped into ``[t_min, t_max]`` by the process
     (:meth:`sdeflow.ForwardProcess.clamp_time`): adaptive solvers probe outside the interval.
+
+    Args:
+        ode: the probability-flow ODE.
+        process: its process.
+        batch: the batch size.
+        t_floor: where the integration ends if later than ``t_min``
+            (:func:`~sdeflow.integrators.common.stop_time`, from the model's
+            :attr:`~sdeflow.ScoreModel.score_t_min`): times are clamped up to it as well, so the
+            score is never asked for where it is infinite. ``None`` or ``<= t_min``: no extra clamp.
     """
 
-    def __init__(self, ode: ProbabilityFlowODE, process: ForwardProcess, batch: int) -> None:
+    def __init__(self, ode: ProbabilityFlowODE, process: ForwardProcess, batch: int,
+                 t_floor: float | None = None) -> None:
         super().__init__()
         self.ode, self.process, self.batch = ode, process, batch
+        self.t_floor = float(t_floor) if t_floor is not None and float(t_floor) > float(process.t_min) else None
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        tt = self.process.clamp_time(t.to(x.dtype)).reshape(()).expand(self.batch)
-        return self.ode.velocity(x, tt)
+        tt = self.process.clamp_time(t.to(x.dtype))
+        if self.t_floor is not None:
+            tt = tt.clamp(min=self.t_floor)
+        return self.ode.velocity(x, tt.reshape(()).expand(self.batch))
 
 
 def _time_list(v: Any) -> list[float]:
@@ -121,3 +137,24 @@ def integrate_ode(
     if method in ADAPTIVE_METHODS:
         kwargs.update(rtol=rtol, atol=atol)
     return odeint(field, x0, t, **kwargs)[-1]
+
+
+@contextmanager
+def ode_failures(evaluator: ScoreEvaluator, where: str) -> Iterator[None]:
+    """Turn torchdiffeq's failures inside the block into :class:`~sdeflow.errors.NonFiniteError`: a
+    non-finite score (named with its step and time by ``evaluator``) or an underflowing adaptive
+    step size (a stiff or non-finite field); any other error passes through.
+
+    Args:
+        evaluator: the counted, watched score the field evaluates.
+        where: who is integrating, for the message.
+    """
+    try:
+        yield
+    except (AssertionError, RuntimeError) as exc:
+        if evaluator.first_nonfinite() is not None:
+            evaluator.raise_if_nonfinite(where)
+        if "underflow" in str(exc):
+            raise NonFiniteError(f"{where}: the step size underflowed ({exc}); the ODE is too stiff "
+                                 "or its vector field is not finite") from exc
+        raise

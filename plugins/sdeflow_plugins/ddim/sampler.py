@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
-import torch
+from torch import Tensor
 
-from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import StepObserver, check_positive_int, resolve_interval
-from sdeflow.integrators.denoiser import Denoiser
-from sdeflow.integrators.evaluator import ScoreEvaluator
-from sdeflow.integrators.schedules import SCHEDULES, GridCoefficients, solver_times
-from sdeflow.shapes import randn
+from sdeflow.integrators.common import check_clip_x0, check_positive_int
+from sdeflow.integrators.grid_sampler import GridRun, GridSampler
+from sdeflow.integrators.schedules import GridCoefficients, check_schedule, schedule_steps, solver_times
 
 
 def ddim_noise_std(eta: float, sigma_t: float, sigma_s: float, log_snr_t: float, log_snr_s: float) -> float:
@@ -27,7 +25,7 @@ def ddim_noise_std(eta: float, sigma_t: float, sigma_s: float, log_snr_t: float,
     return eta * sigma_s * math.sqrt(-math.expm1(log_snr_t - log_snr_s))
 
 
-class DDIMSampler(Sampler):
+class DDIMSampler(GridSampler):
     """DDIM (Song, Meng, Ermon 2021, Eq. 12), written through ``alpha_t`` and ``sigma_t``:
 
         x_s = alpha_s x0_theta(x_t) + sqrt(sigma_s^2 - c^2) eps_theta(x_t) + c z,
@@ -43,7 +41,8 @@ class DDIMSampler(Sampler):
         steps: number of steps = score evaluations (default 50).
         eta: 0 (deterministic, default) to 1 (DDPM-like ancestral).
         schedule: ``"time_uniform"`` (DDIM's "linear" skip, default), ``"time_quadratic"``,
-            ``"logSNR"`` or ``"chain"`` (the process's own discrete times: DDPM's timesteps).
+            ``"logSNR"``, ``"edm"``, ``"chain"`` (the process's own discrete times: DDPM's timesteps), or
+            noise levels ``sigma_t / alpha_t`` (``steps`` is then their number less one).
         clip_x0: clamp ``x0_theta`` to ``[-clip_x0, clip_x0]`` (``eps`` is recomputed from it).
         t_end: final time (default ``t_min``).
         check_finite: raise on NaN/Inf, naming the step.
@@ -53,15 +52,14 @@ class DDIMSampler(Sampler):
     requires_gaussian_marginals = True
     order = 1.0
 
-    def __init__(self, steps: int = 50, eta: float = 0.0, schedule: str = "time_uniform",
+    def __init__(self, steps: int = 50, eta: float = 0.0, schedule: str | Sequence[float] = "time_uniform",
                  clip_x0: float | None = None, t_end: float | None = None, check_finite: bool = True) -> None:
         check_positive_int("steps", steps)
         if isinstance(eta, bool) or not 0.0 <= float(eta) <= 1.0:
             raise OptionError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: ancestral), got {eta!r}")
-        if schedule not in SCHEDULES:
-            raise OptionError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-        if clip_x0 is not None and not clip_x0 > 0:
-            raise OptionError(f"clip_x0 must be positive or None, got {clip_x0!r}")
+        schedule = check_schedule(schedule)
+        steps = schedule_steps(schedule, steps, 50)
+        check_clip_x0(clip_x0)
         self.steps, self.eta, self.schedule, self.clip_x0 = int(steps), float(eta), schedule, clip_x0
         self.t_end, self.check_finite = t_end, bool(check_finite)
 
@@ -70,43 +68,24 @@ class DDIMSampler(Sampler):
         """True when ``eta > 0``."""
         return self.eta > 0
 
-    def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        process = score_model.process
-        t_start, t_end = resolve_interval(process, self.t_end)
-        device, dtype = score_model.device, score_model.dtype
-        grid = solver_times(process, t_start, t_end, self.steps, self.schedule)
-        co = GridCoefficients.of(process, grid)
-        n = grid.numel() - 1
-        a, s, lam = co.alpha, co.sigma, co.lam
-        noise = [ddim_noise_std(self.eta, s[k], s[k + 1], 2 * lam[k], 2 * lam[k + 1]) for k in range(n)]
-        direction = [math.sqrt(max(s[k + 1] ** 2 - noise[k] ** 2, 0.0)) for k in range(n)]
-        times = grid.to(device=device, dtype=dtype)
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
-        x0_of = Denoiser(evaluator, self.clip_x0)
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=n, desc="ddim")
-        with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            if observer is not None:
-                observer.observe(0, times[0], x)
-            for k in range(n):
-                x0 = x0_of(x, times[k].expand(shape[0]))
-                eps = (x - a[k] * x0) / s[k]
-                x = a[k + 1] * x0 + direction[k] * eps
-                if noise[k] > 0:
-                    x = x + noise[k] * randn(shape, generator, device, dtype)
-                if observer is not None:
-                    observer.observe(k + 1, times[k + 1], x)
-            if observer is not None:
-                observer.close()
-        g = grid.tolist()
+    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
+        """The grid, the marginal at it and every step's noise and direction coefficients (host floats)."""
+        grid = solver_times(run.process, t_start, t_end, self.steps, self.schedule)
+        co = GridCoefficients.of(run.process, grid)
+        s, lam = co.sigma, co.lam
+        noise = [ddim_noise_std(self.eta, s[k], s[k + 1], 2 * lam[k], 2 * lam[k + 1]) for k in range(len(s) - 1)]
+        direction = [math.sqrt(max(s[k + 1] ** 2 - c ** 2, 0.0)) for k, c in enumerate(noise)]
+        return grid, (co.alpha, s, noise, direction)
 
-        def step_of(t: float) -> str:
-            k = min(range(n), key=lambda i: abs(g[i] - t))
-            return f"step {k + 1} of {n}"
+    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+        """DDIM's update (Eq. 12) from ``grid[k]`` to ``grid[k + 1]``."""
+        a, s, noise, direction = run.plan
+        x0 = run.x0(x, run.at(k))
+        eps = (x - a[k] * x0) / s[k]
+        x = a[k + 1] * x0 + direction[k] * eps
+        if noise[k] > 0:
+            x = x + noise[k] * run.noise()
+        return x
 
-        evaluator.raise_if_nonfinite(f"sampler 'ddim' (eta={self.eta:g}, steps={n})", step_of, samples=x)
-        traj, tt = observer.trajectory() if observer is not None else (None, None)
-        return SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=tt)
+    def _describe(self, run: GridRun) -> str:
+        return f"eta={self.eta:g}, steps={run.n}"

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
-import torch
+from torch import Tensor
 
-from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import StepObserver, check_positive_int, resolve_interval
-from sdeflow.integrators.denoiser import Denoiser
-from sdeflow.integrators.evaluator import ScoreEvaluator
-from sdeflow.integrators.schedules import SCHEDULES, GridCoefficients, solver_times
+from sdeflow.integrators.grid_sampler import GridRun
+from sdeflow.integrators.multistep import MultistepSampler, combine, step_orders
 
-ORDERS = (1, 2, 3)
 #: third-order rules: the Taylor-consistent one (default) and the authors' code's
 ORDER3_RULES = ("taylor", "authors_code")
 
@@ -67,23 +64,7 @@ def multistep_weights(lam: list[float], alpha: list[float], sigma: list[float], 
     return ratio, [a * (-phi1 + phi2 * ia + q * ia), a * (-phi2 * ia - q * (ia + ib)), a * q * ib]
 
 
-def step_orders(lam: list[float], order: int, lower_order_final: bool) -> list[int]:
-    """The order of each step: warm-up with lower orders (Lu et al. 2022b, Alg. 2), lower orders on
-    the last ``order - 1`` steps when ``lower_order_final``, and order 1 on any step whose own or
-    previous log-SNR increments are not finite (a step to ``sigma = 0``)."""
-    n = len(lam) - 1
-    out = []
-    for k in range(n):
-        q = min(order, k + 1)
-        if lower_order_final:
-            q = min(q, n - k)
-        while q > 1 and not all(math.isfinite(lam[j + 1] - lam[j]) for j in range(k - q + 1, k + 1)):
-            q -= 1
-        out.append(q)
-    return out
-
-
-class DPMSolverSampler(Sampler):
+class DPMSolverSampler(MultistepSampler):
     """DPM-Solver++ multistep with data prediction (Lu et al. 2022b, "DPM-Solver++", Alg. 2; the
     third-order variant as in the authors' code), written through ``alpha_t``, ``sigma_t`` and the
     log-SNR of the process, so it runs on every process with Gaussian marginals (VP, sub-VP, VE,
@@ -105,8 +86,10 @@ class DPMSolverSampler(Sampler):
         order: 1 (DDIM), 2 (2M, default) or 3 (3M).
         order3_rule: ``"taylor"`` (default; third order) or ``"authors_code"`` (the DPM-Solver
             code's 3M update, second order in fact; see :func:`multistep_weights`).
-        schedule: ``"logSNR"`` (default), ``"time_uniform"``, ``"time_quadratic"`` or ``"chain"``
-            (see :func:`sdeflow.integrators.schedules.solver_times`).
+        schedule: ``"logSNR"`` (default), ``"time_uniform"``, ``"time_quadratic"``, ``"edm"``, ``"chain"``
+            (see :func:`sdeflow.integrators.schedules.solver_times`), or the noise levels
+            ``sigma_t / alpha_t`` themselves, e.g. from :func:`sdeflow.calibrate_schedule` (``steps`` is
+            then their number less one).
         lower_order_final: lower orders on the last steps (see above).
         clip_x0: clamp every data prediction to ``[-clip_x0, clip_x0]``.
         t_end: final time (default ``t_min``).
@@ -114,72 +97,27 @@ class DPMSolverSampler(Sampler):
     """
 
     name = "dpm_solver"
-    stochastic = False
-    requires_gaussian_marginals = True
 
-    def __init__(self, steps: int = 20, order: int = 2, schedule: str = "logSNR", lower_order_final: bool = True,
-                 order3_rule: str = "taylor", clip_x0: float | None = None, t_end: float | None = None,
-                 check_finite: bool = True) -> None:
-        check_positive_int("steps", steps)
-        if order not in ORDERS or isinstance(order, bool):
-            raise OptionError(f"order must be one of {ORDERS} (DDIM, DPM-Solver++ 2M, 3M), got {order!r}")
-        if steps < order:
-            raise OptionError(f"DPM-Solver++ {order}M needs steps >= order = {order} (a multistep method of order "
-                              f"{order} uses the last {order} data predictions); got steps={steps}")
-        if schedule not in SCHEDULES:
-            raise OptionError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    def __init__(self, steps: int = 20, order: int = 2, schedule: str | Sequence[float] = "logSNR",
+                 lower_order_final: bool = True, order3_rule: str = "taylor", clip_x0: float | None = None,
+                 t_end: float | None = None, check_finite: bool = True) -> None:
+        self._set_options(steps, order, schedule, lower_order_final, clip_x0, t_end, check_finite,
+                          "DDIM, DPM-Solver++ 2M, 3M", f"DPM-Solver++ {order}M", default_steps=20)
         if order3_rule not in ORDER3_RULES:
             raise OptionError(f"order3_rule must be one of {', '.join(ORDER3_RULES)}, got {order3_rule!r}")
-        if clip_x0 is not None and not clip_x0 > 0:
-            raise OptionError(f"clip_x0 must be positive or None, got {clip_x0!r}")
-        self.steps, self.order, self.schedule, self.order3_rule = int(steps), int(order), schedule, order3_rule
-        self.lower_order_final, self.clip_x0 = bool(lower_order_final), clip_x0
-        self.t_end, self.check_finite = t_end, bool(check_finite)
+        self.order3_rule = order3_rule
 
-    def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        process = score_model.process
-        t_start, t_end = resolve_interval(process, self.t_end)
-        device, dtype = score_model.device, score_model.dtype
-        grid = solver_times(process, t_start, t_end, self.steps, self.schedule)
-        co = GridCoefficients.of(process, grid)
-        n = grid.numel() - 1
-        lam = co.lam
-        if any(not lam[k + 1] > lam[k] for k in range(n)) or any(not grid[k + 1] < grid[k] for k in range(n)):
-            raise OptionError(f"sampler 'dpm_solver': the {self.schedule!r} grid of {type(process).__name__} is not "
-                              f"strictly decreasing in t and increasing in log-SNR: t={grid.tolist()}")
-        orders = step_orders(lam, self.order, self.lower_order_final)
-        plan = [multistep_weights(lam, co.alpha, co.sigma, k, orders[k], self.order3_rule) for k in range(n)]
-        times = grid.to(device=device, dtype=dtype)
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
-        x0_of = Denoiser(evaluator, self.clip_x0)
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=n, desc="dpm_solver")
-        with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            if observer is not None:
-                observer.observe(0, times[0], x)
-            history: list[torch.Tensor] = []  # data predictions, the most recent first
-            for k in range(n):
-                m0 = x0_of(x, times[k].expand(shape[0]))
-                history.insert(0, m0)
-                del history[self.order:]
-                c, w = plan[k]
-                x = c * x
-                for wj, mj in zip(w, history):
-                    x = x + wj * mj
-                if observer is not None:
-                    observer.observe(k + 1, times[k + 1], x)
-            if observer is not None:
-                observer.close()
-        g = grid.tolist()
+    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
+        """The grid, every step's weights and an empty history of data predictions."""
+        grid, co, orders = self._grid(run, t_start, t_end)
+        weights = [multistep_weights(co.lam, co.alpha, co.sigma, k, q, self.order3_rule) for k, q in enumerate(orders)]
+        return grid, (weights, [])
 
-        def step_of(t: float) -> str:
-            k = min(range(n), key=lambda i: abs(g[i] - t))
-            return f"step {k + 1} of {n}"
+    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+        """``x_{k+1} = c x_k + sum_j w_j m_j`` over the latest data predictions, the newest first."""
+        weights, history = run.plan
+        history.insert(0, run.x0(x, run.at(k)))
+        del history[self.order:]
+        return combine(*weights[k], x, history)
 
-        evaluator.raise_if_nonfinite(f"sampler 'dpm_solver' (order={self.order}, steps={n}, "
-                                     f"schedule={self.schedule!r})", step_of, samples=x)
-        traj, tt = observer.trajectory() if observer is not None else (None, None)
-        return SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=tt)
+__all__ = ["DPMSolverSampler", "multistep_weights", "step_orders"]

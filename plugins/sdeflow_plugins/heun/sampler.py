@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+from torch import Tensor
 
-from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import StepObserver, check_positive_int, resolve_interval
-from sdeflow.integrators.denoiser import Denoiser
-from sdeflow.integrators.evaluator import ScoreEvaluator
+from sdeflow.integrators.common import check_positive_int
+from sdeflow.integrators.grid_sampler import GridRun, GridSampler
 from sdeflow.integrators.schedules import GridCoefficients, edm_times, t_from_scaled_sigma
-from sdeflow.shapes import randn
 
 
-class EDMHeunSampler(Sampler):
+class EDMHeunSampler(GridSampler):
     """EDM's sampler (Karras et al. 2022, Alg. 1, deterministic; Alg. 2 with churn), generalised
     to every process with Gaussian marginals through the scaled variable ``y = x / alpha_t``, whose
     noise level is ``sigma(t) = sigma_t / alpha_t = exp(-log_snr / 2)`` and whose probability-flow
@@ -73,11 +72,9 @@ class EDMHeunSampler(Sampler):
         """True with churn (``S_churn > 0``)."""
         return self.S_churn > 0
 
-    def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        process = score_model.process
-        t_start, t_end = resolve_interval(process, self.t_end)
-        device, dtype = score_model.device, score_model.dtype
+    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
+        """EDM's times and levels, and the churned levels ``sigma_hat_i`` with their times and ``alpha``."""
+        process = run.process
         grid, sig = edm_times(process, t_start, t_end, self.steps, self.rho, self.sigma_min)
         n = grid.numel() - 1
         sig_l = sig.tolist()
@@ -91,44 +88,30 @@ class EDMHeunSampler(Sampler):
         if churned:
             t_hat[churned] = t_from_scaled_sigma(process, torch.tensor([sig_hat[i] for i in churned],
                                                                        dtype=torch.float64))
-        co = GridCoefficients.of(process, grid)
-        co_hat = GridCoefficients.of(process, t_hat) if churned else None
-        a_hat = co_hat.alpha if co_hat is not None else co.alpha[:n]
-        a = co.alpha
-        times = grid.to(device=device, dtype=dtype)
-        times_hat = t_hat.to(device=device, dtype=dtype)
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
-        D = Denoiser(evaluator)
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=n, desc="heun")
-        with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            if observer is not None:
-                observer.observe(0, times[0], x)
-            y = x / a[0]
-            for i in range(n):
-                s_i, s_hat, s_next = sig_l[i], sig_hat[i], sig_l[i + 1]
-                if s_hat > s_i:
-                    y = y + math.sqrt(s_hat * s_hat - s_i * s_i) * self.S_noise * randn(shape, generator, device, dtype)
-                d = (y - D(a_hat[i] * y, times_hat[i].expand(shape[0]))) / s_hat
-                y_next = y + (s_next - s_hat) * d
-                if s_next > 0:
-                    d2 = (y_next - D(a[i + 1] * y_next, times[i + 1].expand(shape[0]))) / s_next
-                    y_next = y + (s_next - s_hat) * (0.5 * d + 0.5 * d2)
-                y = y_next
-                if observer is not None:
-                    observer.observe(i + 1, times[i + 1], a[i + 1] * y)
-            if observer is not None:
-                observer.close()
-            x = a[n] * y
-        g = grid.tolist()
+        a = GridCoefficients.of(process, grid).alpha
+        a_hat = GridCoefficients.of(process, t_hat).alpha if churned else a[:n]
+        return grid, (sig_l, sig_hat, a, a_hat, t_hat.to(device=run.device, dtype=run.dtype))
 
-        def step_of(t: float) -> str:
-            k = min(range(n + 1), key=lambda j: abs(g[j] - t))
-            return f"step {max(k, 1)} of {n}"
+    def _start(self, run: GridRun, x: Tensor) -> Tensor:
+        """EDM's variable ``y = x / alpha_{t_max}``."""
+        return x / run.plan[2][0]
 
-        evaluator.raise_if_nonfinite(f"sampler 'heun' (steps={n}, rho={self.rho:g}, S_churn={self.S_churn:g})",
-                                     step_of, samples=x)
-        traj, tt = observer.trajectory() if observer is not None else (None, None)
-        return SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=tt)
+    def _output(self, run: GridRun, k: int, y: Tensor) -> Tensor:
+        """``x = alpha_{t_k} y``."""
+        return run.plan[2][k] * y
+
+    def _step(self, run: GridRun, i: int, y: Tensor) -> Tensor:
+        """Churn, an Euler step in ``sigma`` and, unless ``sigma_{i+1} = 0``, Heun's correction (Alg. 2)."""
+        sig_l, sig_hat, a, a_hat, times_hat = run.plan
+        s_i, s_hat, s_next = sig_l[i], sig_hat[i], sig_l[i + 1]
+        if s_hat > s_i:
+            y = y + math.sqrt(s_hat * s_hat - s_i * s_i) * self.S_noise * run.noise()
+        d = (y - run.x0(a_hat[i] * y, times_hat[i].expand(run.batch))) / s_hat
+        y_next = y + (s_next - s_hat) * d
+        if s_next > 0:
+            d2 = (y_next - run.x0(a[i + 1] * y_next, run.at(i + 1))) / s_next
+            y_next = y + (s_next - s_hat) * (0.5 * d + 0.5 * d2)
+        return y_next
+
+    def _describe(self, run: GridRun) -> str:
+        return f"steps={run.n}, rho={self.rho:g}, S_churn={self.S_churn:g}"

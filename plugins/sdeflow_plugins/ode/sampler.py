@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 import torch
 
 from sdeflow import SampleResult, Sampler, ScoreModel
-from sdeflow.errors import NonFiniteError, OptionError
-from sdeflow.integrators.common import StepObserver, check_positive_int, denoise, resolve_interval
-from sdeflow.integrators.evaluator import ScoreEvaluator
-from sdeflow.integrators.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, ODE_ORDER, FlowField, integrate_ode
+from sdeflow.errors import OptionError
+from sdeflow.integrators.common import check_positive_int, final_step_label, resolve_interval, stop_time
+from sdeflow.integrators.ode import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, ODE_ORDER, FlowField,
+                                     integrate_ode, ode_failures)
+from sdeflow.integrators.run import SamplingRun
 
 ADAPTIVE_ORDER = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
 DEFAULT_FIXED_STEPS = 100
@@ -30,7 +30,10 @@ class ODESampler(Sampler):
         atol: absolute tolerance of adaptive methods (default 1e-5).
         steps: equal steps of a fixed-grid method (default 100).
         denoise: finish with the posterior mean ``E[x_0 | x_{t_end}]`` (one more evaluation).
-        t_end: final time (default: the process's ``t_min``).
+        t_end: final time (default: the process's ``t_min``). Where the model's score is infinite
+            there (an ``eps``/``x0``/``v`` network at ``sigma_t = 0``: VE at ``t = 0``), the ODE is
+            integrated to ``score_model.score_t_min`` and one exact data-prediction step (one more
+            evaluation, the same one ``denoise`` makes) goes on to ``t_end``.
         options: further torchdiffeq options (e.g. ``{"max_num_steps": 10_000}``, or
             ``{"max_order": 4}`` for the Adams methods: with torchdiffeq's default order of up to
             12, ``explicit_adams`` is unstable on stiff fields such as VE's).
@@ -39,8 +42,10 @@ class ODESampler(Sampler):
 
     The initial samples come from ``score_model.prior_sample`` (the process's marginal at
     ``t_max``; exact ``p_{t_max}`` for an exact mixture model). Adaptive methods are made to step
-    exactly to ``t_end`` and every evaluation time is clamped into ``[t_min, t_max]``, so the
-    score is never asked for outside the process's interval.
+    exactly to ``t_end`` (or ``score_t_min``) and every evaluation time is clamped into
+    ``[t_min, t_max]`` (and up to ``score_t_min``), so the score is never asked for outside the
+    process's interval or where it is infinite. ``result.steps`` counts the solver's steps; the
+    final denoising or data-prediction step is one more evaluation in ``result.nfe``.
     """
 
     name = "ode"
@@ -76,58 +81,43 @@ class ODESampler(Sampler):
                 callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
         process = score_model.process
         t_start, t_end = resolve_interval(process, self.t_end)
+        t_stop = stop_time(score_model, t_end)
         fixed = self.method in FIXED_GRID_METHODS
         steps = (self.steps or DEFAULT_FIXED_STEPS) if fixed else None
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
-        field = FlowField(process.probability_flow(evaluator), process, shape[0])
+        run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory)
+        evaluator = run.evaluator
+        field = FlowField(process.probability_flow(evaluator), process, shape[0],
+                          t_floor=t_stop if t_stop > t_end else None)
         where = f"sampler 'ode' (method={self.method!r}" + (f", steps={steps})" if fixed else ")")
-        dtype, device = score_model.dtype, score_model.device
         count = [0]
         starts: list[int] = []  # evaluations made before each step began (host ints, no sync)
-        integration_nfe = [0]  # evaluations made by the solver (the rest: final denoising)
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=t_start - t_end,
-                                    desc=f"ode/{self.method}", by_time=True)
+        integration_nfe = [0]  # evaluations made by the solver (the rest: the final step)
+        run.observe_steps(t_start - t_stop, f"ode/{self.method}", by_time=True)
 
         def on_step(t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
             # torchdiffeq calls this before each (accepted) step with the state it starts from
             count[0] += 1
             starts.append(evaluator.nfe)
-            if observer is not None and count[0] > 1:
-                observer.observe(count[0] - 1, t0, y0)
+            if count[0] > 1:
+                run.observe(count[0] - 1, t0, y0)
 
         def step_of(t: float) -> str:
             # the step during which the first non-finite evaluation happened (fixed grids only)
-            first = evaluator.first_nonfinite()
-            k = first[1] if first is not None else 0
-            if k > integration_nfe[0]:
-                return f"the final denoising after step {steps} of {steps}"
-            return f"step {max(1, bisect.bisect_left(starts, k))} of {steps}"
+            step = run.step_of_first_nonfinite(starts, integration_nfe[0])
+            if step is None:
+                return f"{final_step_label(self.denoise, t_stop, t_end)} after step {steps} of {steps}"
+            return f"step {step} of {steps}"
 
         with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            if observer is not None:
-                observer.observe(0, torch.tensor(t_start, dtype=x.dtype, device=x.device), x)
+            x = run.prior()
+            run.observe(0, torch.tensor(t_start, dtype=x.dtype, device=x.device), x)
             try:
-                x = integrate_ode(field, x, t_start, t_end, self.method, steps, self.rtol, self.atol,
-                                  self.solver_options, on_step)
-            except (AssertionError, RuntimeError) as exc:
-                if evaluator.first_nonfinite() is not None:
-                    evaluator.raise_if_nonfinite(where)
-                if "underflow" in str(exc):
-                    raise NonFiniteError(f"{where}: the step size underflowed ({exc}); the ODE is too stiff "
-                                         "or its vector field is not finite") from exc
-                raise
+                with ode_failures(evaluator, where):
+                    x = integrate_ode(field, x, t_start, t_stop, self.method, steps, self.rtol, self.atol,
+                                      self.solver_options, on_step)
             finally:
-                if observer is not None:
-                    observer.close()
+                run.close()
             integration_nfe[0] = evaluator.nfe
-            if observer is not None:
-                observer.observe(count[0], torch.tensor(t_end, dtype=x.dtype, device=x.device), x)
-            if self.denoise:
-                x = denoise(score_model, evaluator, x, t_end)
-        evaluator.raise_if_nonfinite(where, step_of if fixed else None, samples=x)
-        traj, times = observer.trajectory() if observer is not None else (None, None)
-        return SampleResult(samples=x, nfe=evaluator.nfe, steps=steps if fixed else count[0],
-                            trajectory=traj, times=times)
+            run.observe(count[0], torch.tensor(t_stop, dtype=x.dtype, device=x.device), x)
+            x = run.finish(x, t_stop, t_end, self.denoise)
+        return run.result(x, where, step_of if fixed else None, steps=steps if fixed else count[0])

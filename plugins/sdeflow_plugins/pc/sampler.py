@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from sdeflow import SampleResult, Sampler, ScoreModel
+from sdeflow import ScoreModel
 from sdeflow.errors import IncompatibleError, OptionError, PluginError
-from sdeflow.integrators.common import StepObserver, check_positive_int, denoise, resolve_interval
-from sdeflow.integrators.evaluator import ScoreEvaluator
+from sdeflow.integrators.common import check_positive_int
+from sdeflow.integrators.grid_sampler import GridRun, GridSampler
 from sdeflow.integrators.grids import reverse_grid
 from sdeflow.integrators.predictor_corrector import Corrector, PCContext, Predictor
 from sdeflow.integrators.schedules import SCHEDULES, solver_times
@@ -26,7 +27,7 @@ def _build(kind: str, name: str, options: dict[str, Any]) -> Any:
     return obj
 
 
-class PCSampler(Sampler):
+class PCSampler(GridSampler):
     """Predictor-corrector sampling (Song et al. 2021, Sec. 4.2, Alg. 1-2): on a grid
     ``t_max = t_0 > ... > t_K = t_end``, at every ``t_k`` run ``n_corrector_steps`` corrector
     steps at ``t_k`` then one predictor step to ``t_{k+1}`` (the order of Song et al.'s code);
@@ -69,7 +70,7 @@ class PCSampler(Sampler):
         from sdeflow.api import component_options
 
         check_positive_int("steps", steps)
-        if schedule is not None and schedule not in SCHEDULES:
+        if schedule is not None and (not isinstance(schedule, str) or schedule not in SCHEDULES):
             raise OptionError(f"unknown schedule {schedule!r}; valid: None (the process's chain or uniform time), "
                               f"{', '.join(SCHEDULES)}")
         if isinstance(n_corrector_steps, bool) or int(n_corrector_steps) != n_corrector_steps or n_corrector_steps < 0:
@@ -127,45 +128,22 @@ class PCSampler(Sampler):
                 )
         super().check_compatible(score_model)
 
-    def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        process = score_model.process
-        t_start, t_end = resolve_interval(process, self.t_end)
-        device, dtype = score_model.device, score_model.dtype
+    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
+        """The grid and the components' :class:`PCContext`."""
         if self.schedule is None:
-            grid = reverse_grid(process, t_start, t_end, self.steps, default_steps=1000)
+            grid = reverse_grid(run.process, t_start, t_end, self.steps, default_steps=1000)
         else:
-            grid = solver_times(process, t_start, t_end, self.steps or 1000, self.schedule)
-        times = grid.to(device=device, dtype=dtype)
-        n = times.numel() - 1
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
-        ctx = PCContext(process, evaluator, shape, generator, torch.device(device), dtype)
-        pred, corr, m = self.predictor_step, self.corrector_step, self.n_corrector_steps
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=n, desc="pc")
-        with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            if observer is not None:
-                observer.observe(0, times[0], x)
-            for k in range(n):
-                t, t_next = times[k], times[k + 1]
-                for _ in range(m):
-                    x, _ = corr.step(ctx, x, t, t_next)
-                x, _ = pred.step(ctx, x, t, t_next)
-                if observer is not None:
-                    observer.observe(k + 1, t_next, x)
-            if observer is not None:
-                observer.close()
-            if self.denoise:
-                x = denoise(score_model, evaluator, x, float(grid[-1]))
-        g = grid.tolist()
+            grid = solver_times(run.process, t_start, t_end, self.steps or 1000, self.schedule)
+        return grid, PCContext(run.process, run.evaluator, run.shape, run.generator, torch.device(run.device),
+                               run.dtype)
 
-        def step_of(t: float) -> str:
-            k = min(range(n + 1), key=lambda i: abs(g[i] - t))
-            return f"step {k + 1} of {n}" if k < n else "the final denoising step"
+    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+        """``n_corrector_steps`` corrector steps at ``t_k``, then the predictor step to ``t_{k+1}``."""
+        ctx, t, t_next = run.plan, run.times[k], run.times[k + 1]
+        for _ in range(self.n_corrector_steps):
+            x, _ = self.corrector_step.step(ctx, x, t, t_next)
+        x, _ = self.predictor_step.step(ctx, x, t, t_next)
+        return x
 
-        evaluator.raise_if_nonfinite(f"sampler 'pc' (predictor={self.predictor!r}, corrector={self.corrector!r}, "
-                                     f"steps={n})", step_of, samples=x)
-        traj, tt = observer.trajectory() if observer is not None else (None, None)
-        return SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=tt)
+    def _describe(self, run: GridRun) -> str:
+        return f"predictor={self.predictor!r}, corrector={self.corrector!r}, steps={run.n}"

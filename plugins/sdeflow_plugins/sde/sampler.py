@@ -7,8 +7,10 @@ import torch
 from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
 from sdeflow.integrators.brownian import ScaledBrownian, StepNoise
-from sdeflow.integrators.common import StepObserver, check_positive_int, denoise, resolve_interval, resolve_steps
+from sdeflow.integrators.common import (check_positive_int, final_step_label, resolve_interval, resolve_steps,
+                                       stop_time)
 from sdeflow.integrators.evaluator import ScoreEvaluator
+from sdeflow.integrators.run import SamplingRun
 from sdeflow.integrators.sde import SDE_METHODS, SDE_STRONG_ORDER, ReverseSDEStepTime, integrate_sde
 
 BROWNIAN = ("fast", "interval")
@@ -36,7 +38,10 @@ class SDESampler(Sampler):
             power of two). ``log_ode`` needs Levy areas and always uses a ``BrownianInterval``.
         denoise: replace the final state by the posterior mean ``E[x_0 | x_{t_end}]``
             (the noise-removal step of Song et al. 2021; on by default as there).
-        t_end: final time (default: the process's ``t_min``).
+        t_end: final time (default: the process's ``t_min``). Where the model's score is infinite
+            there (an ``eps``/``x0``/``v`` network at ``sigma_t = 0``: VE at ``t = 0``), the steps end
+            at ``score_model.score_t_min`` and the final evaluation is made there: the posterior mean
+            (``denoise``) or the exact data-prediction step to ``t_end``.
         check_finite: raise :class:`sdeflow.errors.NonFiniteError` naming the step and time
             where the score first became NaN/Inf.
 
@@ -72,43 +77,38 @@ class SDESampler(Sampler):
 
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
                 callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        process = score_model.process
+        run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory)
+        process, evaluator = run.process, run.evaluator
         t_start, t_end = resolve_interval(process, self.t_end)
-        n = resolve_steps(self.steps, self.dt, t_start - t_end, default=1000)
-        device, dtype = score_model.device, score_model.dtype
+        t_stop = stop_time(score_model, t_end)
+        n = resolve_steps(self.steps, self.dt, t_start - t_stop, default=1000)
         batch, dim = shape[0], int(torch.Size(shape[1:]).numel())
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
-        sde = ReverseSDEStepTime(process.reverse_sde(evaluator), process, shape, t_start, t_end, n,
+        sde = ReverseSDEStepTime(process.reverse_sde(evaluator), process, shape, t_start, t_stop, n,
                                  SDE_METHODS[self.method])
-        where = f"sampler 'sde' (method={self.method!r}, steps={n})"
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=n, desc=f"sde/{self.method}")
+        run.observe_steps(n, f"sde/{self.method}")
         with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            bm = self._brownian((batch, dim), generator, dtype, device, t_start - t_end, n)
+            x = run.prior()
+            bm = self._brownian((batch, dim), generator, run.dtype, run.device, t_start - t_stop, n)
             on_step = None
-            if observer is not None:
+            if run.observer is not None:
                 t_kw = dict(dtype=x.dtype, device=x.device)
-                observer.observe(0, torch.tensor(t_start, **t_kw), x)
+                run.observe(0, torch.tensor(t_start, **t_kw), x)
 
                 def on_step(k: int, y: torch.Tensor) -> None:
-                    t_k = t_end if k + 1 == n else t_start - (k + 1) * sde.h
-                    observer.observe(k + 1, torch.tensor(t_k, **t_kw), y.reshape(shape))
+                    t_k = t_stop if k + 1 == n else t_start - (k + 1) * sde.h
+                    run.observe(k + 1, torch.tensor(t_k, **t_kw), y.reshape(shape))
 
             try:
                 y = integrate_sde(sde, x.reshape(batch, dim), self.method, bm, on_step)
             finally:
-                if observer is not None:
-                    observer.close()
-            x = y.reshape(shape)
-            if self.denoise:
-                x = denoise(score_model, evaluator, x, t_end)
-        evaluator.raise_if_nonfinite(where, lambda t: self._step_of(evaluator, sde, n, t), samples=x)
-        traj, times = observer.trajectory() if observer is not None else (None, None)
-        return SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=times)
+                run.close()
+            x = run.finish(y.reshape(shape), t_stop, t_end, self.denoise)
+        final = final_step_label(self.denoise, t_stop, t_end)
+        return run.result(x, f"sampler 'sde' (method={self.method!r}, steps={n})",
+                          lambda t: self._step_of(evaluator, sde, n, t, final), steps=n)
 
-    def _step_of(self, evaluator: ScoreEvaluator, sde: ReverseSDEStepTime, n: int, t: float) -> str:
+    def _step_of(self, evaluator: ScoreEvaluator, sde: ReverseSDEStepTime, n: int, t: float,
+                 final: str = "the final denoising") -> str:
         """The step of the first non-finite score evaluation, from its evaluation number (exact:
         torchsde's fixed-step methods evaluate the drift a fixed number of times per step), or
         from its time for a method without an entry in :data:`NFE_PER_STEP`."""
@@ -119,7 +119,7 @@ class SDESampler(Sampler):
         j = first[1] - NFE_SETUP.get(self.method, 0)  # 1-based evaluation count within the steps
         step = max(1, (j - 1) // per + 1)
         if step > n:
-            return f"the final denoising after step {n} of {n}"
+            return f"{final} after step {n} of {n}"
         return f"step {step} of {n}"
 
     def _brownian(self, size: tuple[int, int], generator: torch.Generator | None, dtype: torch.dtype,

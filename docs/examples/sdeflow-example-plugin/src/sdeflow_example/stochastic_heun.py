@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 import sdeflow
-from sdeflow.integrators.common import StepObserver, check_positive_int, denoise, resolve_interval
+from sdeflow.integrators.common import StepObserver, check_positive_int, finish, resolve_interval, stop_time
+from sdeflow.integrators.denoiser import Denoiser
 from sdeflow.integrators.evaluator import ScoreEvaluator
 from sdeflow.sampler import StepCallback
 from sdeflow.shapes import randn
@@ -51,11 +52,14 @@ class StochasticHeunSampler(sdeflow.Sampler):
                 callback: StepCallback | None, progress: bool, return_trajectory: bool) -> sdeflow.SampleResult:
         process = score_model.process
         t_start, t_end = resolve_interval(process, self.t_end)
+        # the corrector evaluates the score at the end of each step: stop where it is finite (later
+        # than t_end only for an eps/x0/v network at sigma = 0, VE at t = 0), then finish() below
+        t_stop = stop_time(score_model, t_end)
         device, dtype = score_model.device, score_model.dtype
         n, batch = self.steps, shape[0]
-        h = (t_start - t_end) / n
+        h = (t_start - t_stop) / n
         # the grid and g(t) on it, computed once before the loop (no host sync inside it)
-        times = torch.linspace(t_start, t_end, n + 1, dtype=torch.float64).to(device=device, dtype=dtype)
+        times = torch.linspace(t_start, t_stop, n + 1, dtype=torch.float64).to(device=device, dtype=dtype)
         g = process.diffusion(times)
         evaluator = ScoreEvaluator(score_model, self.check_finite)
         rsde = process.reverse_sde(evaluator)  # every drift evaluation is one counted score evaluation
@@ -79,8 +83,8 @@ class StochasticHeunSampler(sdeflow.Sampler):
                     observer.observe(k + 1, times[k + 1], x)
             if observer is not None:
                 observer.close()
-            if self.denoise:
-                x = denoise(score_model, evaluator, x, t_end)
+            # the posterior mean (denoise), or the exact data-prediction step on to t_end if stopped early
+            x = finish(Denoiser(evaluator), x, t_stop, t_end, self.denoise)
 
         def step_of(t: float) -> str:
             k = min(n, max(1, round((t_start - t) / h + 0.5)))
