@@ -176,3 +176,24 @@ def test_demo_images_bad_flags(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--quick belong(s) to `sdeflow demo` itself" in res.output
     res = invoke("demo", "images", "--minutes", "0", ok=False)
     assert res.exit_code == 2 and "0" in res.output
+
+
+def test_demo_flag_images_runs_the_image_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sdeflow demo --images`` is ``sdeflow demo images`` with its defaults (vp and vdm, out folder
+    image_demo_out unless --out), forwarding --steps, --quick, -n and the common options; the runs
+    here are shrunk (sampler steps) through the recorded call."""
+    import sdeflow.image_demo as image_demo
+
+    real, calls = image_demo.run_image_demo, []
+
+    def run(out_dir, process, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append((Path(out_dir), process, kwargs))
+        return real(out_dir, process, **{**kwargs, "sampler_options": {"steps": 3}, "n_eval": 4})
+
+    monkeypatch.setattr(image_demo, "run_image_demo", run)
+    monkeypatch.chdir(tmp_path)
+    res = invoke("demo", "--images", "--quick", "--steps", "2", "-n", "16", "--seed", "3", "--no-progress")
+    assert [(o, p) for o, p, _ in calls] == [(Path("image_demo_out/vp"), "vp"), (Path("image_demo_out/vdm"), "vdm")]
+    kw = calls[0][2]
+    assert kw["steps"] == 2 and kw["n_samples"] == 16 and kw["seed"] == 3 and kw["model_options"] == {"base_channels": 8}
+    assert (tmp_path / "image_demo_out" / "summary.md").is_file() and "| vdm | 2 |" in res.output

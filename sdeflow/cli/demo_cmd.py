@@ -24,16 +24,21 @@ IMAGE_DEMO_PROCESSES = ("vp", "vdm")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Training steps [default: 2000; 150 with --quick].")
 @click.option("--quick", is_flag=True, help="A small network, few steps and four solvers (seconds).")
+@click.option("--images", is_flag=True,
+              help="Run the image demo instead (`sdeflow demo images` with its defaults: a UNet on the digits under "
+                   "vp and vdm; --out [default: image_demo_out], --steps, -n (grid images), --quick and the common "
+                   "options carry over).")
 @progress_option
 @common_options
 @click.pass_context
-def demo_command(ctx: click.Context, out_dir: str, n: int, steps: int | None, quick: bool, progress: bool,
-                 device: str | None, seed: int | None, dtype: str | None) -> None:
+def demo_command(ctx: click.Context, out_dir: str, n: int, steps: int | None, quick: bool, images: bool,
+                 progress: bool, device: str | None, seed: int | None, dtype: str | None) -> None:
     """Train an MLP score model on the nine-Gaussians set, sample it and the exact score with
     several solvers (reverse SDE, probability-flow ODE, DPM-Solver++, Heun, DDIM), print a
     table of NFE, time and error, and write the table, a samples plot and the loss curve.
 
-    `sdeflow demo images` is the image demo (a UNet on the digits; see its --help).
+    `sdeflow demo --images` (or `sdeflow demo images`, whose --help lists all its options) is the image
+    demo: a UNet on the digits.
     """
     if ctx.invoked_subcommand is not None:
         given = [p.opts[0] for p in ctx.command.params
@@ -41,6 +46,12 @@ def demo_command(ctx: click.Context, out_dir: str, n: int, steps: int | None, qu
         if given:
             raise click.UsageError(f"{', '.join(given)} belong(s) to `sdeflow demo` itself; give the options of "
                                    f"`sdeflow demo {ctx.invoked_subcommand}` after the subcommand")
+        return
+    if images:
+        given = {name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None) for name in ("out_dir", "n")}
+        ctx.invoke(image_demo_command, out_dir=out_dir if given["out_dir"] else "image_demo_out",
+                   n_samples=n if given["n"] else None, steps=steps, quick=quick, progress=progress, device=device,
+                   seed=seed, dtype=dtype)
         return
     from ..demo import run_demo
 
