@@ -73,6 +73,7 @@ class ImageDemoResult:
     uniform_bits_per_dim: float
     sample_nfe: int
     samples_in_range: float
+    samples_in_range_expected: float | None
     grid: str
     sample_confidence: float
     reference_confidence: float
@@ -127,6 +128,36 @@ def histogram_bits_per_dim(train: torch.Tensor, test: torch.Tensor, bins: int) -
     logp = torch.log2(counts / counts.sum(1, keepdim=True))
     te = test.reshape(test.shape[0], -1).long()
     return float(-logp.gather(1, te.transpose(0, 1)).mean())
+
+
+def latent_in_range(process: ForwardProcess, x: torch.Tensor, bound: float = 1.05) -> torch.Tensor:
+    """``P(|z| <= bound)`` for each pixel of ``z = alpha x + sigma eps`` at the process's ``t_min``: the
+    forward marginal ``q(z_0 | x)`` (Kingma et al. 2021, Eq. 1), ``Phi((b - alpha x) / sigma) -
+    Phi((-b - alpha x) / sigma)``, an indicator where ``sigma = 0``.
+
+    A chain that ends at ``z_0`` (``ancestral`` with ``denoise=False`` on ``vdm``) has, for an exact
+    model, the marginal ``q(z_0)``, so the mean of this over the data is the fraction of its output
+    pixels expected within ``[-bound, bound]``. With ``vdm``'s learned ``gamma_0`` near -5 (``sigma_0 /
+    alpha_0 = 0.08``), the digits' background pixels at -1 leave the range a quarter of the time:
+    ``z_0`` is not an image, its decoding :meth:`ForwardProcess.decode` is.
+
+    Args:
+        process: the forward process.
+        x: data values, any shape.
+        bound: half-width of the interval.
+
+    Returns:
+        Probabilities shaped like ``x`` (float64).
+    """
+    x = x.to(torch.float64)
+    param = next(iter(process.parameters()), None)  # a learned schedule: its own dtype and device
+    t = torch.full((1,), float(process.t_min)) if param is None else torch.full((1,), float(process.t_min),
+                                                                              dtype=param.dtype, device=param.device)
+    with torch.no_grad():
+        a, s = (float(v) for v in process.marginal(t))
+    if s == 0.0:
+        return ((a * x).abs() <= bound).to(torch.float64)
+    return torch.special.ndtr((bound - a * x) / s) - torch.special.ndtr((-bound - a * x) / s)
 
 
 def default_sampler(process: ForwardProcess) -> tuple[str, dict[str, Any]]:
@@ -279,6 +310,10 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
         res = smp.sample(ema, (n_samples, 1, image_size, image_size), generator=gen, progress=progress)
     raw = res.samples.detach()
     in_range = float(((raw >= -1.05) & (raw <= 1.05)).to(torch.float64).mean())
+    # a chain that ends at z_0 (no final denoising) of a discrete-data process: what an exact model gives
+    ends_at_z0 = bins is not None and getattr(smp, "denoise", True) is False
+    in_range_expected = (float(latent_in_range(proc, levels_to_signed(train_levels, DIGITS_LEVELS - 1)).mean())
+                         if ends_at_z0 else None)
     # the discrete image each sample stands for: for a discrete-data process the decoder's level for z_0
     # (p(x | z_0)); else the dequantization bin k = floor((z + 1) 17 / 2) of the continuous sample
     if bins is not None:
@@ -316,6 +351,7 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
         bound="process" if bins is not None else "ode",
         baseline_bits_per_dim=histogram_bits_per_dim(train_levels, test_levels[:n_eval], DIGITS_LEVELS),
         uniform_bits_per_dim=math.log2(DIGITS_LEVELS), sample_nfe=res.nfe, samples_in_range=in_range,
+        samples_in_range_expected=in_range_expected,
         grid=str(grid), sample_confidence=confidence, reference_confidence=reference_confidence,
         sample_classes=classes, nearest_ratio=nearest, losses=list(trainer.losses),
         options={"batch_size": batch_size, "lr": lr, "seed": seed, "minutes": minutes if steps is None else None,
@@ -357,7 +393,10 @@ def format_report(r: ImageDemoResult) -> str:
         f"| uniform over 17 levels | {r.uniform_bits_per_dim:.3f} |",
         how,
         f"| sampler {r.sampler}: NFE | {r.sample_nfe} |",
-        f"| sampler's output pixels within [-1.05, 1.05] | {100 * r.samples_in_range:.1f}% |",
+        f"| sampler's output pixels within [-1.05, 1.05] | {100 * r.samples_in_range:.1f}% |"
+        + ("" if r.samples_in_range_expected is None else
+           f"\n| the same for z_0 ~ q(z_0 \\| x) of the training digits (exact model) | "
+           f"{100 * r.samples_in_range_expected:.1f}% |"),
         f"| digit classifier's mean top-class probability: samples / held-out digits | {r.sample_confidence:.3f} / "
         f"{r.reference_confidence:.3f} |",
         f"| digit classes among the samples (of 10) | {r.sample_classes} |",
