@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
+from test_cli_train import invoke
 
 import sdeflow
-from sdeflow.cli import main
 from sdeflow.cli.data import resolve_data
 from sdeflow.images import DequantizedImages, levels_to_signed, load_digits_split, save_images
 from sdeflow.training import load_checkpoint
@@ -23,13 +22,6 @@ from sdeflow.training import load_checkpoint
 UNET = ["--model", "unet", "--model-opt", "base_channels=8", "--steps", "2", "--batch-size", "8", "--device", "cpu",
         "--no-progress", "--train-opt", "log_every=1"]
 LEVELS17 = levels_to_signed(torch.arange(17), 16)
-
-
-def invoke(*args: str, ok: bool = True):
-    result = CliRunner().invoke(main, list(args))
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")
