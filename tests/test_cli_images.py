@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_cli_train import invoke
 
 import sdeflow
 from sdeflow.cli.data import resolve_data
 from sdeflow.images import DequantizedImages, levels_to_signed, load_digits_split, save_images
 from sdeflow.training import load_checkpoint
+
+from common import invoke
 
 #: a UNet small enough for a few CPU steps (48k parameters at 8x8)
 UNET = ["--model", "unet", "--model-opt", "base_channels=8", "--steps", "2", "--batch-size", "8", "--device", "cpu",
