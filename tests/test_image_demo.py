@@ -121,9 +121,9 @@ def test_digit_judges() -> None:
 
 
 def test_vdm_chain_ends_at_z0_whose_range_has_a_closed_form() -> None:
-    """Why about a tenth of vdm's raw samples left [-1.05, 1.05]: the chain ends at z_0 = alpha_0 x +
-    sigma_0 eps, and at a learned gamma_0 near -5 (sigma_0 / alpha_0 = 0.08) that is noisy by
-    construction. With the exact denoiser of the digits' pixel-level distribution (17 levels, their
+    """The chain ends at z_0 = alpha_0 x + sigma_0 eps, noisy by construction: at gamma_0 = -5 (an
+    MLP's learned value, sigma_0 / alpha_0 = 0.08) 15% of the digits' pixels leave [-1.05, 1.05]
+    even for an exact model. With the exact denoiser of the digits' pixel-level distribution (17 levels, their
     frequencies in the training split; a mixture of very narrow Gaussians) the ancestral chain's
     fraction in range equals sum_k w_k P(|alpha_0 x_k + sigma_0 eps| <= 1.05) within 4 binomial
     standard errors at n = 8,000 (se = sqrt(p (1 - p) / n) = 0.004; the chain's time discretisation
