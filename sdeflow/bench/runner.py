@@ -188,6 +188,7 @@ def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None,
         bar = tqdm(total=len(mine) * cells, desc="sdeflow bench" + (f" (rank 0 of {world})" if world > 1 else ""),
                    file=sys.stderr, leave=False, dynamic_ncols=True)
     error = None
+    t_blocks = time.perf_counter()
     try:
         for k in mine:
             _run_block(run_spec, blocks[k], dists, metrics, configs, peers, part, prepared, bar)
@@ -202,11 +203,13 @@ def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None,
     finally:
         if bar is not None:
             bar.close()
-    result = _assemble(spec, exchange(ctx, part, error), blocks, notes)
+    part["seconds"] = time.perf_counter() - t_blocks
+    parts = exchange(ctx, part, error)
+    result = _assemble(spec, parts, blocks, notes)
     if spec.overhead and rank == 0:
         result.overhead = _overhead(run_spec, configs, result, say)
     info = machine()
-    info.update(seconds=time.perf_counter() - t_run, world_size=world,
+    info.update(seconds=time.perf_counter() - t_run, world_size=world, rank_seconds=[p["seconds"] for p in parts],
                 block_ranks={f"{spec.targets[ti]}/{p}": owner[k] for k, (ti, p) in enumerate(blocks)})
     try:  # the installed version, without importing diffusers (seconds of start-up)
         info["diffusers"] = importlib.metadata.version("diffusers")
