@@ -66,7 +66,7 @@ def exchange(ctx: DistributedContext | None, part: dict[str, Any], error: str | 
         SdeflowError: some rank failed (the message names the rank and its error).
     """
     if ctx is None or not ctx.active:
-        if error is not None:  # pragma: no cover - one process re-raises the original instead
+        if error is not None:
             raise SdeflowError(error)
         return [part]
     parts = ctx.all_gather_objects({"part": part, "error": error})

@@ -7,6 +7,9 @@ draw of ``samples`` initial states from the exact ``p_{t_max}`` shared by every 
 ODE solution of the first ``paths`` of them and, for samplers that can share a Brownian path,
 the SRK reference on that path. Each cell records the NFE it used, its wall time, every metric,
 and the pathwise (deterministic) or strong (shared Brownian path) RMS error.
+
+Under ``torchrun`` the (target, process) blocks are split over the ranks (:mod:`sdeflow.bench.ranks`)
+and merged in grid order: the same numbers as one process, wall times aside.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from .overhead import machine, suite_overhead
 from .peers import PeerConfig, peer_config, peers_available, run_peer
 from .reference import Reference, fix_prior, ode_reference, rms_path_error, strong_reference, strong_steps
 from .spec import BenchSpec
-from .targets import PreparedTarget, prepare_target
+from .targets import PreparedTarget, check_target, prepare_target
 
 Echo = Callable[[str], None]
 
@@ -174,6 +177,8 @@ def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None,
     t_run = time.perf_counter()
     run_spec = _rank_spec(spec, ctx)
     dists = {t: create_component("target", t) for t in spec.targets}
+    for t, obj in dists.items():
+        check_target(t, obj)
     blocks = [(ti, pname) for ti in range(len(spec.targets)) for pname in spec.processes]
     cells = (len(configs) + len(peers)) * len(spec.nfe)
     owner = assign_blocks([block_weight(int(dists[spec.targets[ti]].dim), cells) for ti, _ in blocks], world)
