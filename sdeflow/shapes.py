@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from .errors import ShapeError
-from .sharding import ShardedGenerator, sharded_draw
+from .sharding import sharded_draw
 
 
 def append_dims(v: Tensor, ndim: int) -> Tensor:
@@ -65,16 +65,7 @@ def randn(
     A :class:`sdeflow.sharding.ShardedGenerator` with a shard set draws batch-shaped noise for
     the global batch and returns this process's rows (data-parallel training).
     """
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    if isinstance(generator, ShardedGenerator):
-        return sharded_draw(_randn, shape, generator, device, dtype)
-    return _randn(shape, generator, device, dtype)
-
-
-def _randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
-    if generator is not None and generator.device.type != device.type:
-        return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
-    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return _seeded(torch.randn, shape, generator, device, dtype)
 
 
 def rand(
@@ -84,13 +75,17 @@ def rand(
     dtype: torch.dtype,
 ) -> Tensor:
     """Uniform ``[0, 1)`` numbers from ``generator`` on ``device`` (see :func:`randn`)."""
+    return _seeded(torch.rand, shape, generator, device, dtype)
+
+
+def _seeded(fn: Callable[..., Tensor], shape: Sequence[int], generator: torch.Generator | None,
+            device: torch.device | str | None, dtype: torch.dtype) -> Tensor:
+    """``fn`` (``torch.randn`` or ``torch.rand``) drawn as :func:`randn` describes."""
     device = torch.device(device) if device is not None else torch.device("cpu")
-    if isinstance(generator, ShardedGenerator):
-        return sharded_draw(_rand, shape, generator, device, dtype)
-    return _rand(shape, generator, device, dtype)
 
+    def draw(shape: Sequence[int], generator: torch.Generator | None) -> Tensor:
+        if generator is not None and generator.device.type != device.type:
+            return fn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
+        return fn(tuple(shape), generator=generator, device=device, dtype=dtype)
 
-def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
-    if generator is not None and generator.device.type != device.type:
-        return torch.rand(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
-    return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return sharded_draw(draw, shape, generator)

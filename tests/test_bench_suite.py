@@ -18,14 +18,7 @@ from sdeflow import GaussianMixture
 from sdeflow.bench.peers import peer_betas, peer_times, peers_available
 from sdeflow.errors import OptionError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is fastest on a busy 2-core machine (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def small_spec(**kw) -> bench.BenchSpec:

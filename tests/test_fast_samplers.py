@@ -38,24 +38,14 @@ from sdeflow.datasets import anisotropic_mixture, gaussian_1d, nine_gaussians
 from sdeflow.errors import IncompatibleError, NonFiniteError, OptionError, UnknownComponentError
 from sdeflow.integrators.schedules import EDM_SIGMA_MIN, GridCoefficients, edm_times, scaled_sigma, solver_times
 from sdeflow.testing import ReferenceOUProcess
+from common import gen
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 PROCESSES = ("vp", "subvp", "ve", "ddpm")
 N = 8000  # samples for the log-density metric (issue 5)
 N_PAIRED = 2000  # samples (a prefix of the same initial noise) for the paired bias
 K_SE = 2.0  # one-sided comparisons: standard errors of margin
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread (small tensors on a shared 2-core machine), restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 @functools.lru_cache(maxsize=None)

@@ -29,19 +29,13 @@ from sdeflow.datasets import anisotropic_mixture, nine_gaussians
 from sdeflow.errors import NonFiniteError, OptionError, ShapeError, TimeRangeError
 from sdeflow.likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 TOL = dict(rtol=1e-7, atol=1e-7)
 F64 = torch.float64
 
 # processes whose t_start can be (nearly) 0, so log p_{t_start} ~ log p_0 within 1e-4 nats
 NEAR_ZERO = {"vp": dict(t_min=1e-5), "subvp": dict(t_min=1e-5), "ve": {}, "ncsn": {}}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _mixture(kind: str) -> sdeflow.GaussianMixture:

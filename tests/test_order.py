@@ -30,6 +30,9 @@ from torch import Tensor
 import sdeflow
 from sdeflow import GaussianMixture
 from sdeflow.datasets import gaussian_1d
+from common import gen
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 K_SE = 4.0
 
@@ -37,20 +40,6 @@ K_SE = 4.0
 def slope(steps: list[int], errors: list[float]) -> float:
     """Least-squares slope of ``log(error)`` against ``log(1 / steps)`` (the empirical order)."""
     return float(np.polyfit(np.log(1.0 / np.asarray(steps, dtype=float)), np.log(np.asarray(errors)), 1)[0])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: these tensors are tiny, and on a busy 2-core machine OpenMP threads
-    made each solver step tens of times slower (restored after the module)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ---------------------------------------------------------------------------- strong order (SDE)

@@ -19,36 +19,21 @@ from sdeflow import ForwardProcess, ScoreModel, append_dims
 from sdeflow.datasets import gaussian_1d
 from sdeflow.errors import IncompatibleError, NonFiniteError, OptionError, PluginError, UnknownComponentError
 from sdeflow.integrators.predictor_corrector import Corrector, PCContext, Predictor
+from common import assert_moments as check_moments, gaussian_marginal_moments, gen
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 K_SE = 4.0
 MU, SIGMA = 5.0, 2.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread (small tensors on a shared 2-core machine), restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def exact_moments(process: ForwardProcess, t: float) -> tuple[float, float]:
-    a, s = process.marginal(torch.tensor([float(t)], dtype=torch.float64))
-    a, s = float(a[0]), float(s[0])
-    return a * MU, math.sqrt(a * a * SIGMA**2 + s * s)
+    """Mean and std of ``p_t`` for ``p_0 = N(MU, SIGMA^2)``."""
+    return gaussian_marginal_moments(process, t, MU, SIGMA)
 
 
 def assert_moments(x: Tensor, mean: float, std: float, what: str) -> None:
-    n = x.shape[0]
-    x = x.double().reshape(n)
-    tol_m, tol_s = K_SE * std / math.sqrt(n), K_SE * std / math.sqrt(2 * (n - 1))
-    assert abs(float(x.mean()) - mean) < tol_m, f"{what}: mean {float(x.mean()):.4f} vs {mean:.4f} (tol {tol_m:.3f})"
-    assert abs(float(x.std()) - std) < tol_s, f"{what}: std {float(x.std()):.4f} vs {std:.4f} (tol {tol_s:.3f})"
+    check_moments(x, mean, std, what, K_SE)
 
 
 class CountingNet(nn.Module):

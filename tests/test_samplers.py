@@ -28,6 +28,9 @@ from sdeflow.errors import NonFiniteError
 from sdeflow.integrators.brownian import ScaledBrownian
 from sdeflow.integrators.ode import ADAPTIVE_METHODS, ODE_METHODS, FlowField
 from sdeflow.integrators.sde import SDE_METHODS
+from common import assert_moments as check_moments, gaussian_marginal_moments, gen
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 PROCESSES = ("vp", "subvp", "ve")
 MU, SIGMA = 5.0, 2.0  # N(5, 2^2), the target of reference texts 000 and 001
@@ -64,33 +67,13 @@ def counting_model(gmm: GaussianMixture, process: ForwardProcess, **kw) -> tuple
     return ScoreModel(net, process, parametrization="score"), net
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: these tensors are tiny, and on a busy 2-core machine OpenMP threads
-    made each solver step tens of times slower (restored after the module)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def exact_moments(process: ForwardProcess, t: float) -> tuple[float, float]:
-    """Mean and std of ``p_t`` for ``p_0 = N(MU, SIGMA^2)``: ``N(a MU, a^2 SIGMA^2 + s^2)``."""
-    a, s = process.marginal(torch.tensor([float(t)], dtype=torch.float64))
-    a, s = float(a[0]), float(s[0])
-    return a * MU, math.sqrt(a * a * SIGMA**2 + s * s)
+    """Mean and std of ``p_t`` for ``p_0 = N(MU, SIGMA^2)``."""
+    return gaussian_marginal_moments(process, t, MU, SIGMA)
 
 
 def assert_moments(x: Tensor, mean: float, std: float, what: str) -> None:
-    n = x.shape[0]
-    x = x.double().reshape(n)
-    tol_m, tol_s = K_SE * std / math.sqrt(n), K_SE * std / math.sqrt(2 * (n - 1))
-    assert abs(float(x.mean()) - mean) < tol_m, f"{what}: mean {float(x.mean()):.4f} vs {mean:.4f} (tol {tol_m:.3f})"
-    assert abs(float(x.std()) - std) < tol_s, f"{what}: std {float(x.std()):.4f} vs {std:.4f} (tol {tol_s:.3f})"
+    check_moments(x, mean, std, what, K_SE)
 
 
 #: steps giving a discretisation bias well below K_SE standard errors at n = 2000 on N(5, 4)

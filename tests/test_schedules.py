@@ -13,7 +13,10 @@ from sdeflow.datasets import nine_gaussians
 from sdeflow.errors import OptionError
 from sdeflow.integrators.schedules import EDM_SIGMA_MIN, edm_times, scaled_sigma, solver_times
 
-from test_fast_samplers import _single_thread, gen, with_fixed_prior  # noqa: F401  (the module fixture)
+from common import gen
+from test_fast_samplers import with_fixed_prior
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def levels(process: sdeflow.ForwardProcess, times: Tensor) -> list[float]:

@@ -34,12 +34,14 @@ import sdeflow
 from sdeflow import ForwardProcess, GaussianMixture, ScoreModel, append_dims
 from sdeflow.datasets import gaussian_1d, nine_gaussians
 from sdeflow.errors import NonFiniteError, OptionError, TimeRangeError
-from sdeflow.integrators.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS
+from sdeflow.integrators.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS
 from sdeflow.integrators.schedules import EDM_SIGMA_MIN
 from sdeflow.integrators.sde import SDE_METHODS
 from sdeflow.likelihood import log_likelihood
-# the methods' per-step evaluation counts, the seeded generator and the one-thread fixture (autouse)
-from test_samplers import ODE_NFE_PER_STEP, SDE_NFE, _single_thread, gen  # noqa: F401
+from common import gen
+from test_samplers import ODE_NFE_PER_STEP, SDE_NFE  # the methods' per-step evaluation counts
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 F64 = torch.float64
 PARAMS = ("eps", "x0", "v")
@@ -132,7 +134,7 @@ def exact_eps_model(gmm: GaussianMixture, process: ForwardProcess) -> tuple[Scor
 
 # ---------------------------------------------------------------------------- the rule
 def test_score_t_min_rule() -> None:
-    assert torch.get_num_threads() == 1  # the fixture imported from test_samplers is active
+    assert torch.get_num_threads() == 1  # the single_thread fixture (tests/conftest.py) is active
     ve = sdeflow.create_process("ve")
     net = sdeflow.create_model("mlp", dim=2)
     for kind in PARAMS:

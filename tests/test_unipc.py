@@ -15,7 +15,10 @@ from sdeflow import ScoreModel
 from sdeflow.datasets import gaussian_1d, nine_gaussians
 from sdeflow.errors import NonFiniteError, OptionError
 
-from test_fast_samplers import _single_thread, gen, with_fixed_prior  # noqa: F401  (the module fixture)
+from common import gen
+from test_fast_samplers import with_fixed_prior
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("process_name", ["vp", "subvp", "ve", "ddpm"])

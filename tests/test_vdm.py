@@ -36,22 +36,12 @@ from sdeflow_plugins.vdm import (LearnedGamma, LinearGamma, VDMProcess, data_to_
                                  discretized_gaussian_log_prob, levels_to_data, prior_loss, reconstruction_loss,
                                  vdm_loss, vlb_breakdown, vlb_terms)
 from sdeflow_plugins.vdm.monotone_net import monotone_sums
+from common import gen
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 F64 = torch.float64
 K_SE = 4.0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread (small tensors on a shared machine), restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def randomize(schedule: LearnedGamma, g: torch.Generator, w_scale: float, b_scale: float,

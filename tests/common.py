@@ -1,0 +1,37 @@
+"""Helpers shared by the test modules: seeded generators and moment checks of 1-D Gaussians.
+
+Imported as ``from common import ...`` (pytest puts ``tests/`` on ``sys.path``; there is no
+package ``__init__``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from sdeflow import ForwardProcess
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def gaussian_marginal_moments(process: ForwardProcess, t: float, mu: float, sigma: float) -> tuple[float, float]:
+    """Mean and std of ``p_t`` for ``p_0 = N(mu, sigma^2)`` under ``x_t = alpha x_0 + s eps``:
+    ``N(alpha mu, alpha^2 sigma^2 + s^2)``."""
+    a, s = process.marginal(torch.tensor([float(t)], dtype=torch.float64))
+    a, s = float(a[0]), float(s[0])
+    return a * mu, math.sqrt(a * a * sigma**2 + s * s)
+
+
+def assert_moments(x: Tensor, mean: float, std: float, what: str, k_se: float) -> None:
+    """Sample mean and std of the 1-D samples ``x`` within ``k_se`` standard errors of ``mean``
+    and ``std``: ``std / sqrt(n)`` for the mean, ``std / sqrt(2 (n - 1))`` for the std (normal data)."""
+    n = x.shape[0]
+    x = x.double().reshape(n)
+    tol_m, tol_s = k_se * std / math.sqrt(n), k_se * std / math.sqrt(2 * (n - 1))
+    assert abs(float(x.mean()) - mean) < tol_m, f"{what}: mean {float(x.mean()):.4f} vs {mean:.4f} (tol {tol_m:.3f})"
+    assert abs(float(x.std()) - std) < tol_s, f"{what}: std {float(x.std()):.4f} vs {std:.4f} (tol {tol_s:.3f})"
