@@ -1,8 +1,9 @@
 """Bits per dimension of VDM on sklearn's 8x8 digits after a fixed training budget (issue 4).
 
-Data: ``sklearn.datasets.load_digits`` (1,797 images of 8x8 pixels with 17 grey levels 0..16, shipped
-with scikit-learn, nothing downloaded), mapped onto ``[-1, 1]`` with
-``sdeflow_plugins.vdm.levels_to_data(k, bins=17)``; the first 1,500 images train, the last 297 test.
+Data: ``sdeflow.images.load_digits_levels()`` (scikit-learn's 1,797 images of 8x8 pixels with 17 grey
+levels 0..16, shipped with scikit-learn, nothing downloaded), flattened to 64 values and mapped onto
+``[-1, 1]`` with ``sdeflow.images.levels_to_signed(k, 16)``; the first 1,500 images train, the last 297
+test.
 
 Model: ``create_model("mlp", dim=64, hidden=256)`` (eps prediction) on ``create_process("vdm", bins=17,
 ...)``, trained by :class:`sdeflow.training.Trainer` on ``ScoreModel.loss`` (the VDM bound in bits per
@@ -42,7 +43,8 @@ import torch
 import sdeflow
 from sdeflow import ScoreModel
 from sdeflow.training import TrainConfig, Trainer
-from sdeflow_plugins.vdm import levels_to_data, vlb_breakdown, vlb_terms
+from sdeflow.images import levels_to_signed, load_digits_levels
+from sdeflow_plugins.vdm import vlb_breakdown, vlb_terms
 
 VARIANTS = {
     "learned": dict(),
@@ -54,9 +56,7 @@ VARIANTS = {
 
 def load() -> tuple[torch.Tensor, torch.Tensor]:
     """Digits as data on the 17 levels of [-1, 1]: (train 1500x64, test 297x64)."""
-    from sklearn.datasets import load_digits
-
-    x = levels_to_data(torch.as_tensor(load_digits().data, dtype=torch.long), 17)
+    x = levels_to_signed(load_digits_levels().reshape(-1, 64), 16)
     return x[:1500], x[1500:]
 
 

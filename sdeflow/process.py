@@ -244,6 +244,25 @@ class ForwardProcess(nn.Module):
 
         return denoising_score_matching(score_model, x0, generator=generator)
 
+    def decode(self, x: Tensor, generator: torch.Generator | None = None, sample: bool = False) -> Tensor:
+        """The data a sampler's final state stands for: ``x`` itself here (continuous data).
+
+        A process of discrete data overrides it with its decoder: VDM's generative model ends with
+        ``x ~ p(x | z_0)`` after the chain has produced ``z_0`` (Kingma et al. 2021, the generative model), so
+        its ``decode`` maps ``z_0`` onto the data levels. The command line's ``sample`` and the
+        image demo call it on the samples; the samplers themselves never do (their output stays
+        the state of the SDE/ODE at ``t_end``).
+
+        Args:
+            x: final sampler states, shape ``(batch, *dims)``.
+            generator: random source when ``sample``.
+            sample: draw from the decoder instead of taking its most likely value.
+
+        Returns:
+            Data, shaped like ``x``.
+        """
+        return x
+
     # ------------------------------------------------------------------ derived dynamics
     def reverse_sde(self, score_fn: ScoreFn) -> "ReverseSDE":
         """The reverse-time SDE of this process for the score ``score_fn(x, t)`` (Song et al. 2021, Eq. 6)."""

@@ -1,4 +1,5 @@
-"""Helpers shared by the test modules: seeded generators and moment checks of 1-D Gaussians.
+"""Helpers shared by the test modules: seeded generators, moment checks of 1-D Gaussians, and the
+command line run in-process (``invoke``).
 
 Imported as ``from common import ...`` (pytest puts ``tests/`` on ``sys.path``; there is no
 package ``__init__``).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from click.testing import CliRunner, Result
 from torch import Tensor
 
 from sdeflow import ForwardProcess
@@ -35,3 +37,14 @@ def assert_moments(x: Tensor, mean: float, std: float, what: str, k_se: float) -
     tol_m, tol_s = k_se * std / math.sqrt(n), k_se * std / math.sqrt(2 * (n - 1))
     assert abs(float(x.mean()) - mean) < tol_m, f"{what}: mean {float(x.mean()):.4f} vs {mean:.4f} (tol {tol_m:.3f})"
     assert abs(float(x.std()) - std) < tol_s, f"{what}: std {float(x.std()):.4f} vs {std:.4f} (tol {tol_s:.3f})"
+
+
+def invoke(*args: str, ok: bool = True) -> Result:
+    """Run ``sdeflow ARGS...`` in-process (click's ``CliRunner``); with ``ok``, assert exit status 0,
+    showing the output and exception otherwise."""
+    from sdeflow.cli import main
+
+    result = CliRunner().invoke(main, list(args))
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result

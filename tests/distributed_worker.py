@@ -1,14 +1,16 @@
 """Run by tests/test_distributed.py under ``torchrun --nproc_per_node 2 --standalone`` (gloo, CPU).
 
-Every case trains (or samples) data-parallel and rank 0 saves what the test compares with one
-process: ``python distributed_worker.py OUT``.
+Every case trains (or samples, or benchmarks) data-parallel and rank 0 saves what the test compares
+with one process: ``python distributed_worker.py OUT``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,6 +19,31 @@ from sdeflow.training import init_distributed, shutdown_distributed
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_cases import CASES, make_trainer  # noqa: E402
+
+
+def _failing_rank_raises_everywhere(ctx: Any) -> str:
+    """run_bench picking up the process group by itself, with target preparation failing on rank 1
+    only: every rank must raise (naming rank 1) instead of rank 0 waiting in the gather forever."""
+    from sdeflow.bench import BenchSpec, runner
+    from sdeflow.errors import SdeflowError
+
+    real = runner.prepare_target
+
+    def broken(name: str, *a: Any, **kw: Any) -> Any:
+        if ctx.rank == 1:
+            raise RuntimeError(f"no reference sets for {name} here")
+        return real(name, *a, **kw)
+
+    spec = BenchSpec(targets=["gauss1d"], processes=["vp", "ve"], samplers=["ode euler"], nfe=[2], samples=20,
+                     paths=4, entropy_samples=100, overhead=False, limits=False)
+    runner.prepare_target = broken
+    try:
+        runner.run_bench(spec, progress=False)
+    except SdeflowError as exc:
+        return str(exc)
+    finally:
+        runner.prepare_target = real
+    return ""
 
 
 def main() -> None:
@@ -47,6 +74,11 @@ def main() -> None:
     cli_main(["sample", str(out / "cli"), *args["sample"], "--out", str(out / "samples.pt")], standalone_mode=False)
     cli_main(["likelihood", str(out / "cli"), *args["likelihood"], "--out", str(out / "likelihood.json")],
              standalone_mode=False)
+    # sdeflow bench: blocks split over the ranks; each rank is given its own --out and stdout file,
+    # so the test sees that rank 1 writes and prints nothing
+    with open(out / f"bench_stdout_{ctx.rank}.txt", "w") as fh, contextlib.redirect_stdout(fh):
+        cli_main(["bench", *args["bench"], "--out", str(out / f"bench_rank{ctx.rank}")], standalone_mode=False)
+    (out / f"bench_error_{ctx.rank}.txt").write_text(_failing_rank_raises_everywhere(ctx))
     ctx.barrier()
     if ctx.is_main:
         (out / "report.json").write_text(json.dumps(report))

@@ -119,6 +119,12 @@ def test_quick_preset_is_the_documented_grid() -> None:
         bench.run_bench(small_spec(samplers=["nope"]), progress=False)
     with pytest.raises(OptionError, match="NFE budgets must be positive"):
         bench.run_bench(small_spec(nfe=[0, 10]), progress=False)
+    with pytest.raises(OptionError, match="device must be a torch device.*got 'gpu0'"):
+        bench.run_bench(small_spec(device="gpu0"), progress=False)
+    with pytest.raises(OptionError, match="distributed must be a DistributedContext"):
+        bench.run_bench(small_spec(), progress=False, distributed="yes")  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="no torch.distributed process group"):
+        bench.run_bench(small_spec(), progress=False, distributed=True)
 
 
 # ---------------------------------------------------------------------------- orders

@@ -13,7 +13,7 @@ import torch
 import sdeflow
 from sdeflow.datasets import nine_gaussians
 from sdeflow.training import CheckpointError, Trainer, list_checkpoints, load_checkpoint, save_checkpoint
-from sdeflow.training import checkpoint as ckpt_mod
+from sdeflow import atomic as atomic_mod
 
 K = 12  # steps before and after the interruption (2K straight)
 
@@ -266,7 +266,7 @@ def test_interrupted_rename_leaves_the_previous_checkpoint_intact(tmp_path: Path
             raise OSError("simulated crash during rename")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(ckpt_mod.os, "replace", flaky_replace)
+    monkeypatch.setattr(atomic_mod.os, "replace", flaky_replace)
     with pytest.raises(OSError, match="simulated crash"):
         tr.fit(8)
     monkeypatch.undo()
@@ -288,7 +288,7 @@ def test_interrupted_write_leaves_the_previous_checkpoint_intact(tmp_path: Path,
     def disk_full(fd):
         raise OSError(28, "No space left on device (simulated)")
 
-    monkeypatch.setattr(ckpt_mod.os, "fsync", disk_full)
+    monkeypatch.setattr(atomic_mod.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
         tr.fit(8)
     monkeypatch.undo()
@@ -299,7 +299,7 @@ def test_interrupted_write_leaves_the_previous_checkpoint_intact(tmp_path: Path,
 def test_save_checkpoint_overwrites_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Re-saving the same step: a failure keeps the old pair readable and consistent."""
     save_checkpoint(tmp_path, 1, {"a": torch.zeros(3)}, {"note": "old"})
-    monkeypatch.setattr(ckpt_mod.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("boom")))
+    monkeypatch.setattr(atomic_mod.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(OSError, match="boom"):
         save_checkpoint(tmp_path, 1, {"a": torch.ones(3)}, {"note": "new"})
     monkeypatch.undo()

@@ -10,22 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import sdeflow
-from sdeflow.cli import main
 from sdeflow.cli.outputs import plot_samples
 from sdeflow.training import CheckpointError, Trainer, load_checkpoint, load_score_model
 
+from common import invoke
+
 TRAIN = ["train", "--model-opt", "hidden=16", "--model-opt", "depth=1", "--steps", "20", "--batch-size", "64",
          "--device", "cpu", "--no-progress", "--train-opt", "log_every=10"]
-
-
-def invoke(*args: str, ok: bool = True):
-    result = CliRunner().invoke(main, list(args))
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")

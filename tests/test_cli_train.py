@@ -8,23 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import sdeflow
-from sdeflow.cli import main
 from sdeflow.cli.config import load_config
 from sdeflow.cli.options import parse_assignments, parse_literal
 from sdeflow.training import load_checkpoint, load_score_model
 
+from common import invoke
+
 TINY = ["--model-opt", "hidden=8", "--model-opt", "depth=1", "--data-opt", "n=64", "--steps", "6", "--batch-size",
         "16", "--device", "cpu", "--no-progress", "--train-opt", "log_every=2"]
-
-
-def invoke(*args: str, ok: bool = True):
-    result = CliRunner().invoke(main, list(args))
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -231,7 +224,7 @@ def test_corrupt_data_files(tmp_path: Path) -> None:
     assert "contains NaN or Inf" in invoke("train", "--data", str(bad), ok=False).output
     txt = tmp_path / "data.csv"
     txt.write_text("1,2\n")
-    assert "unsupported suffix '.csv'; valid: .pt, .npz, .npy" in invoke("train", "--data", str(txt), ok=False).output
+    assert "unsupported suffix '.csv'; valid: .pt, .pth, .npz, .npy" in invoke("train", "--data", str(txt), ok=False).output
 
 
 def test_component_names_come_from_the_registry() -> None:

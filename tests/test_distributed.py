@@ -10,7 +10,11 @@ port) and compares, in float64:
 * a run interrupted after 6 steps and resumed by fresh Trainers on both ranks, against a straight
   single-process run;
 * ``sdeflow train``, ``sdeflow sample`` and ``sdeflow likelihood`` under torchrun against the same
-  commands in one process.
+  commands in one process;
+* ``sdeflow bench`` with its (target, process) blocks split over the ranks against one process:
+  every column but the wall times equal (each block runs the same single-threaded code wherever it
+  runs, so they agree to the last bit; 1e-12 relative leaves room for a BLAS that reduces
+  differently), only rank 0 prints and writes, and a rank that fails makes every rank raise.
 
 Equality is up to floating-point summation order (gradients are all-reduced instead of summed in
 one backward pass): after 8-12 Adam steps in float64 the differences are ~1e-16; the tolerance
@@ -21,6 +25,7 @@ weights at the 1e-3 level) fails it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -31,6 +36,7 @@ import torch
 import torch.distributed as dist
 from click.testing import CliRunner
 
+from sdeflow.bench.ranks import assign_blocks
 from sdeflow.cli import main as cli_main
 from sdeflow.datasets import nine_gaussians
 from sdeflow.sharding import ShardedGenerator, shard_bounds
@@ -51,7 +57,12 @@ CLI_ARGS = {
                "--no-plot", "--no-progress", "--seed", "1", "--device", "cpu"],
     "likelihood": ["-n", "11", "--method", "rk4", "--steps", "8", "--estimator", "exact", "--batch-size", "4",
                    "--no-progress", "--device", "cpu"],
+    # 2 targets x 2 processes = 4 blocks, 2 per rank, each target on both ranks
+    "bench": ["--targets", "gauss1d,nine_gaussians", "--processes", "vp,ve", "--samplers", "ode euler,sde euler,ddim",
+              "--nfe", "4,8", "--samples", "64", "--paths", "8", "--seed", "2", "--dtype", "float64", "--device",
+              "cpu", "--no-peers", "--no-overhead", "--no-plots", "--no-progress"],
 }
+WALL_TIME = ("seconds", "path_seconds")
 
 
 # --------------------------------------------------------------------------- pieces, in process
@@ -189,3 +200,63 @@ def test_cli_under_torchrun_equals_one_process(ddp_run: Path, tmp_path: Path) ->
     one_lik = json.loads((tmp_path / "lik.json").read_text())
     assert ddp_lik["n"] == one_lik["n"] == 11 and ddp_lik["world_size"] == 2
     torch.testing.assert_close(torch.tensor(ddp_lik["log_prob"]), torch.tensor(one_lik["log_prob"]), **TOL)
+
+
+# --------------------------------------------------------------------------- the benchmark suite
+def test_assign_blocks_is_longest_processing_time_first() -> None:
+    # heaviest first, each to the least-loaded rank (ties: earlier block, lower rank)
+    assert assign_blocks([1, 5, 2, 2, 3], 2) == [1, 0, 1, 0, 1]
+    assert assign_blocks([4, 4, 4], 1) == [0, 0, 0]
+    assert assign_blocks([1, 1], 3) == [0, 1]  # more ranks than blocks: the rest idle
+    owner = assign_blocks([65, 17, 3, 2] * 4, 3)
+    loads = [sum(w for w, o in zip([65, 17, 3, 2] * 4, owner) if o == r) for r in range(3)]
+    assert loads == [130, 109, 109]  # the full grid's dimension proxy (1+64, 1+16, 1+2, 1+1) on 3 ranks
+    for bad in ([1, 0], [1, math.inf], [1, math.nan]):
+        with pytest.raises(ValueError, match="positive finite"):
+            assign_blocks(bad, 2)
+    with pytest.raises(ValueError, match="world_size"):
+        assign_blocks([1], 0)
+
+
+def _close(a: object, b: object, where: str) -> None:
+    """Equal plain data, floats to 1e-12 relative (non-finite ones as their JSON strings)."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-300), f"{where}: {a} != {b}"
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert list(a) == list(b), f"{where}: keys {list(a)} != {list(b)}"
+        for k in a:
+            _close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), f"{where}: {len(a)} != {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_bench_under_torchrun_equals_one_process(ddp_run: Path, tmp_path: Path) -> None:
+    _invoke(["bench", *CLI_ARGS["bench"], "--out", str(tmp_path / "one")])
+    one = json.loads((tmp_path / "one" / "bench.json").read_text())
+    two = json.loads((ddp_run / "bench_rank0" / "bench.json").read_text())
+    assert two["meta"]["world_size"] == 2 and one["meta"]["world_size"] == 1
+    assert sorted(set(two["meta"]["block_ranks"].values())) == [0, 1]  # both ranks ran blocks
+    assert len(one["rows"]) == 4 * 3 * 2
+    for r in one["rows"] + two["rows"]:
+        assert r["status"] == "ok", r
+        for k in WALL_TIME:
+            r.pop(k)
+    for key in ("rows", "floors", "path_floors", "limits", "targets", "orders", "notes", "spec"):
+        _close(two[key], one[key], key)
+    # rank 0 alone printed the table and wrote the files; rank 1 neither
+    assert sorted(p.name for p in (ddp_run / "bench_rank0").iterdir()) == ["bench.csv", "bench.json", "summary.md",
+                                                                           "table.txt"]
+    assert not (ddp_run / "bench_rank1").exists()
+    printed = (ddp_run / "bench_stdout_0.txt").read_text()
+    assert printed.count("== ") == 4 and "== nine_gaussians" in printed
+    assert (ddp_run / "bench_stdout_1.txt").read_text() == ""
+
+
+def test_bench_rank_failure_raises_on_every_rank(ddp_run: Path) -> None:
+    for rank in (0, 1):
+        msg = (ddp_run / f"bench_error_{rank}.txt").read_text()
+        assert "failed on rank 1" in msg and "no reference sets for gauss1d" in msg, (rank, msg)

@@ -32,8 +32,9 @@ from sdeflow import ScoreModel
 from sdeflow.errors import IncompatibleError, OptionError
 from sdeflow.losses import denoising_score_matching
 from sdeflow.testing.mixtures import mixture_1d
-from sdeflow_plugins.vdm import (LearnedGamma, LinearGamma, VDMProcess, data_to_levels, diffusion_loss,
-                                 discretized_gaussian_log_prob, levels_to_data, prior_loss, reconstruction_loss,
+from sdeflow.images import levels_to_signed, load_digits_levels, signed_to_levels
+from sdeflow_plugins.vdm import (LearnedGamma, LinearGamma, VDMProcess, decode_levels, decoder_log_probs,
+                                 diffusion_loss, discretized_gaussian_log_prob, prior_loss, reconstruction_loss,
                                  vdm_loss, vlb_breakdown, vlb_terms)
 from sdeflow_plugins.vdm.monotone_net import monotone_sums
 from common import gen
@@ -240,7 +241,7 @@ def test_discretized_decoder_sums_to_one_and_matches_scipy(bins: int) -> None:
     """Over all ``bins`` levels the bin masses sum to one (means far outside the range, scales from
     1e-4 to 20 included: tails and the narrow-bin midpoint rule), and each mass equals scipy's
     ``Phi(upper) - Phi(lower)`` (open end bins)."""
-    levels = levels_to_data(torch.arange(bins), bins, dtype=F64)
+    levels = levels_to_signed(torch.arange(bins), bins - 1, F64)
     g = gen(bins)
     means = torch.cat([1.5 * torch.randn(300, generator=g, dtype=F64), torch.tensor([-40.0, 40.0, 0.0], dtype=F64)])
     scales = torch.exp(-9.0 + 12.0 * torch.rand(means.shape[0], generator=g, dtype=F64))
@@ -255,7 +256,73 @@ def test_discretized_decoder_sums_to_one_and_matches_scipy(bins: int) -> None:
     ref = up - lo
     ok = ref > 1e-200
     np.testing.assert_allclose(logp.exp().numpy()[ok], ref[ok], rtol=1e-7, atol=1e-14)
-    assert torch.equal(data_to_levels(levels, bins), torch.arange(bins))
+    assert torch.equal(signed_to_levels(levels, bins - 1), torch.arange(bins))
+
+
+def test_decoder_categorical_mode_and_samples() -> None:
+    """``decoder_log_probs`` is the categorical distribution of the discretised Gaussian (sums to one,
+    equals ``discretized_gaussian_log_prob`` level by level); ``decode_levels`` takes its argmax, or
+    draws from it: over n = 40,000 draws each level's frequency is within ``K_SE`` binomial standard
+    errors ``sqrt(p (1 - p) / n)`` of its probability (a mean between two levels, a scale of one bin)."""
+    bins, g = 5, gen(8)
+    levels = levels_to_signed(torch.arange(bins), bins - 1, F64)
+    means = torch.cat([2.0 * torch.randn(200, generator=g, dtype=F64), torch.tensor([-0.8, 0.8], dtype=F64)])
+    logp = decoder_log_probs(means, 0.3, bins)
+    assert logp.shape == (202, bins)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(202, dtype=F64), rtol=0, atol=1e-12)
+    by_level = discretized_gaussian_log_prob(levels.expand(202, bins), means[:, None], 0.3, bins)
+    torch.testing.assert_close(logp, by_level, rtol=0, atol=0)
+    assert torch.equal(decode_levels(means, 0.3, bins), logp.argmax(-1))
+    # interior means with a small scale decode to the nearest level; an open end bin wins beyond its
+    # half-width: -0.74 is nearest level 1 (-0.5), but at scale 0.5 level 0 has mass Phi(-0.02) = 0.49
+    # against Phi(0.98) - Phi(-0.02) = 0.34 for level 1
+    interior = means.abs() < 0.7
+    edge = torch.tensor([-0.74, 0.74], dtype=F64)
+    assert decode_levels(edge, 0.5, bins).tolist() == [0, 4] and signed_to_levels(edge, bins - 1).tolist() == [1, 3]
+    assert torch.equal(decode_levels(means, 0.05, bins)[interior], signed_to_levels(means, bins - 1)[interior])
+    n, m = 40_000, torch.full((40_000,), 0.2, dtype=F64)
+    draws = decode_levels(m, 0.5, bins, generator=gen(9), sample=True)
+    freq = torch.bincount(draws, minlength=bins).to(F64) / n
+    prob = decoder_log_probs(m[:1], 0.5, bins)[0].exp()
+    assert (freq - prob).abs().max() < K_SE * float((prob * (1 - prob) / n).sqrt().max())
+    assert torch.equal(draws, decode_levels(m, 0.5, bins, generator=gen(9), sample=True))  # seeded
+
+
+def test_process_decode_is_p_x_given_z0() -> None:
+    """``VDMProcess.decode`` decodes ``z_0`` with ``N(z_0 / alpha_0, e^{gamma_0})`` onto the level grid
+    (mode, or seeded draws); the base class (continuous data) returns its input."""
+    p = sdeflow.create_process("vdm", gamma_min=-4.0, gamma_max=6.0, bins=17).to(F64)
+    z = 1.2 * torch.randn(6, 64, generator=gen(10), dtype=F64)
+    with torch.no_grad():
+        a0 = float(p.marginal(torch.zeros(1, dtype=F64))[0])
+    x = p.decode(z)
+    k = decode_levels(z / a0, math.exp(-2.0), 17)
+    assert x.dtype == F64 and x.shape == z.shape
+    torch.testing.assert_close(x, levels_to_signed(k, 16, F64), rtol=0, atol=0)
+    drawn = p.decode(z, gen(11), sample=True)
+    assert torch.equal(drawn, p.decode(z, gen(11), sample=True)) and not torch.equal(drawn, x)
+    assert torch.equal(signed_to_levels(drawn, 16), decode_levels(z / a0, math.exp(-2.0), 17, generator=gen(11), sample=True))
+    vp = sdeflow.create_process("vp")
+    assert vp.decode(z) is z
+
+
+def test_ancestral_then_decode_recovers_discrete_data() -> None:
+    """The whole generative model on discrete data: the exact denoiser of 4 levels with weights ``w``
+    (a mixture of very narrow Gaussians), VDM's ancestral chain without the final denoising (its state
+    is ``z_0``) and the decoder. With ``gamma_min = -8`` the decoder's confusion between levels
+    2/3 apart is below 1e-30, so the decoded levels have frequencies ``w``, each within ``K_SE``
+    binomial standard errors at n = 4,000; the raw ``z_0`` are not on the grid."""
+    w = [0.1, 0.4, 0.3, 0.2]
+    p = sdeflow.create_process("vdm", schedule="linear", gamma_min=-8.0, gamma_max=12.0, bins=4).to(F64)
+    values = levels_to_signed(torch.arange(4), 3, F64)
+    sm = sdeflow.GaussianMixture(w, values[:, None].tolist(), 1e-12, dtype=F64).score_model(p)
+    n = 4000
+    z0 = sdeflow.create_sampler("ancestral", steps=200, clip_x0=1.0, denoise=False).sample(sm, (n, 1), gen(12)).samples
+    x = p.decode(z0)
+    assert not torch.isin(z0, values).all() and torch.isin(x, values).all()
+    freq = torch.bincount(signed_to_levels(x[:, 0], 3), minlength=4).to(F64) / n
+    wt = torch.tensor(w, dtype=F64)
+    assert ((freq - wt).abs() < K_SE * (wt * (1 - wt) / n).sqrt()).all(), freq
 
 
 def test_prior_and_reconstruction_terms() -> None:
@@ -263,7 +330,7 @@ def test_prior_and_reconstruction_terms() -> None:
     ``-sum log p(x | z_0)`` with ``z_0 = alpha_0 x + sigma_0 eps_0``, recomputed with scipy."""
     p = sdeflow.create_process("vdm", gamma_min=-4.0, gamma_max=3.0, bins=17).to(F64)
     k = torch.randint(0, 17, (6, 5), generator=gen(0))
-    x = levels_to_data(k, 17, dtype=F64)
+    x = levels_to_signed(k, 16, F64)
     with torch.no_grad():
         a1, s1 = p.marginal(torch.ones(1, dtype=F64))
         ref = torch.distributions.kl_divergence(torch.distributions.Normal(a1 * x, s1), torch.distributions.Normal(0.0, s1))
@@ -317,7 +384,7 @@ def test_vlb_of_discrete_data_matches_quadrature() -> None:
     sm = gmm.score_model(p)
     n = 20_000
     k = torch.multinomial(torch.tensor(w), n, replacement=True, generator=gen(3))
-    x = levels_to_data(k[:, None], 4, dtype=F64)
+    x = levels_to_signed(k[:, None], 3, F64)
     with torch.no_grad():
         terms = vlb_terms(sm, x, gen(4))
     total = terms.total.numpy()
@@ -366,7 +433,7 @@ def test_bad_input() -> None:
     with pytest.raises(IncompatibleError, match="vdm"):
         vdm_loss(vp, torch.zeros(3, 4))
     with pytest.raises(OptionError, match="integers"):
-        levels_to_data(torch.tensor([0, 17]), 17)
+        levels_to_signed(torch.tensor([0, 17]), 16)
     unchecked = ScoreModel(sdeflow.create_model("mlp", dim=4), sdeflow.create_process("vdm", bins=17, check_data=False))
     assert torch.isfinite(unchecked.loss(torch.full((3, 4), 0.05)))
 
@@ -381,7 +448,7 @@ def test_loss_gradients_reach_every_parameter(options: dict) -> None:
     the schedule's interior and its endpoints."""
     p = sdeflow.create_process("vdm", bins=17, hidden=64, **options)
     sm = ScoreModel(sdeflow.create_model("mlp", dim=8), p)
-    x = levels_to_data(torch.randint(0, 17, (64, 8), generator=gen(0)), 17)
+    x = levels_to_signed(torch.randint(0, 17, (64, 8), generator=gen(0)), 16)
     loss = sm.loss(x, generator=gen(1))
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
@@ -397,7 +464,7 @@ def test_variance_minimisation_gradient() -> None:
     gradient, and the loss value is the VLB (same random draws throughout, float64)."""
     p = random_vdm(17, bins=17)
     sm = ScoreModel(sdeflow.create_model("mlp", dim=8).to(F64), p)
-    x = levels_to_data(torch.randint(0, 17, (32, 8), generator=gen(0)), 17, dtype=F64)
+    x = levels_to_signed(torch.randint(0, 17, (32, 8), generator=gen(0)), 16, F64)
 
     def grads(fn) -> tuple[Tensor, dict[str, Tensor]]:  # type: ignore[no-untyped-def]
         sm.zero_grad()
@@ -421,12 +488,9 @@ def test_digits_bits_per_dim_finite_and_decreasing() -> None:
     """An MLP VDM on sklearn's 8x8 digits (17 levels, 1,500 training images) with the default
     learned schedule: the held-out bound (256 images, 2 evaluations each) is finite before and
     after 60 steps and falls by more than ``K_SE`` combined standard errors."""
-    from sklearn.datasets import load_digits
-
     from sdeflow.training import TrainConfig, Trainer
 
-    k = torch.as_tensor(load_digits().data, dtype=torch.long)
-    x = levels_to_data(k, 17)
+    x = levels_to_signed(load_digits_levels().reshape(-1, 64), 16)
     train, held = x[:1500], x[1500:1756]
     torch.manual_seed(0)
     sm = ScoreModel(sdeflow.create_model("mlp", dim=64), sdeflow.create_process("vdm", bins=17))
@@ -509,7 +573,7 @@ def test_vdm_on_gpu() -> None:
     sm = ScoreModel(sdeflow.create_model("mlp", dim=8), copy.deepcopy(cpu)).cuda()
     t = torch.linspace(0, 1, 33)
     torch.testing.assert_close(sm.process.gamma(t.cuda()).detach().cpu(), cpu.gamma(t).detach(), rtol=1e-5, atol=1e-5)
-    x = levels_to_data(torch.randint(0, 17, (64, 8), generator=gen(0)), 17).cuda()
+    x = levels_to_signed(torch.randint(0, 17, (64, 8), generator=gen(0)), 16).cuda()
     loss = sm.loss(x, generator=torch.Generator("cuda").manual_seed(1))
     loss.backward()
     assert all(q.grad is not None and torch.isfinite(q.grad).all() for q in sm.parameters())

@@ -7,15 +7,19 @@ draw of ``samples`` initial states from the exact ``p_{t_max}`` shared by every 
 ODE solution of the first ``paths`` of them and, for samplers that can share a Brownian path,
 the SRK reference on that path. Each cell records the NFE it used, its wall time, every metric,
 and the pathwise (deterministic) or strong (shared Brownian path) RMS error.
+
+Under ``torchrun`` the (target, process) blocks are split over the ranks (:mod:`sdeflow.bench.ranks`)
+and merged in grid order: the same numbers as one process, wall times aside.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -24,14 +28,16 @@ from torch import Tensor
 from ..api import create_component, create_process, create_sampler, list_components
 from ..errors import OptionError, SdeflowError
 from ..plugin_manager import get_manager
+from ..training.distributed import DistributedContext, resolve_context
 from .configs import SamplerConfig, resolve_config
 from .metrics import metric_formula
 from .orders import fit_orders
+from .ranks import assign_blocks, block_weight, exchange
 from .overhead import machine, suite_overhead
 from .peers import PeerConfig, peer_config, peers_available, run_peer
 from .reference import Reference, fix_prior, ode_reference, rms_path_error, strong_reference, strong_steps
 from .spec import BenchSpec
-from .targets import PreparedTarget, prepare_target
+from .targets import PreparedTarget, check_target, prepare_target
 
 Echo = Callable[[str], None]
 
@@ -127,9 +133,16 @@ class _Process:
 
 
 def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None,
-              checkpoint: Callable[[BenchResult], None] | None = None) -> BenchResult:
+              checkpoint: Callable[[BenchResult], None] | None = None,
+              distributed: DistributedContext | bool | None = None) -> BenchResult:
     """Run every cell of ``spec`` and return the :class:`BenchResult` (nothing is written; see
     :func:`sdeflow.bench.outputs.write_outputs`).
+
+    Distributed (``torchrun --nproc_per_node N``): the (target, process) blocks are split over the
+    ranks (:mod:`sdeflow.bench.ranks`), each rank runs its blocks, and the blocks are gathered on every
+    rank in grid order, so the rows (wall times aside) are those of one process. Rank 0 alone then
+    times the overhead table, after the others have returned (a quiet machine, as in one process),
+    and alone shows the progress bar and calls ``checkpoint`` (with its own blocks so far).
 
     Args:
         spec: the grid (:func:`sdeflow.bench.spec.preset` for the presets).
@@ -137,85 +150,152 @@ def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None,
         echo: where notes go (default: nowhere).
         checkpoint: called with the result so far (orders fitted) after every (target, process)
             block, e.g. to write partial outputs of a long run.
+        distributed: a :class:`~sdeflow.training.distributed.DistributedContext` to split the grid
+            over; ``None`` (default): the running process group's if it has more than one rank;
+            ``False``: one process. A ``cuda`` device without an index becomes each rank's own GPU.
 
     Raises:
         OptionError: unknown target, process, sampler, metric or peer names (listing the valid ones).
+        SdeflowError: distributed, a rank failed outside a cell (every rank raises, naming it).
     """
     spec.validate()
     say = echo or (lambda s: None)
+    ctx = resolve_context(distributed)
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     _check_names("target", spec.targets)
     _check_names("metric", spec.metrics)
     _check_names("process", spec.processes)
     configs = [resolve_config(label) for label in spec.samplers]
     peers: list[PeerConfig] = [peer_config(p) for p in spec.peers]
-    result = BenchResult(spec=spec)
+    notes: list[str] = []
     if peers and not peers_available():
-        result.notes.append("diffusers is not installed (pip install sdeflow[peers]): peers skipped")
-        say(result.notes[-1])
+        notes.append("diffusers is not installed (pip install sdeflow[peers]): peers skipped")
+        say(notes[-1])
         peers = []
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     t_run = time.perf_counter()
-    reg = get_manager().registry
+    run_spec = _rank_spec(spec, ctx)
+    dists = {t: create_component("target", t) for t in spec.targets}
+    for t, obj in dists.items():
+        check_target(t, obj)
+    blocks = [(ti, pname) for ti in range(len(spec.targets)) for pname in spec.processes]
+    cells = (len(configs) + len(peers)) * len(spec.nfe)
+    owner = assign_blocks([block_weight(int(dists[spec.targets[ti]].dim), cells) for ti, _ in blocks], world)
+    mine = [k for k, o in enumerate(owner) if o == rank]
     metrics = {m: create_component("metric", m) for m in spec.metrics}
-    total = len(spec.targets) * len(spec.processes) * (len(configs) + len(peers)) * len(spec.nfe)
+    part: dict[str, Any] = dict(blocks={}, targets={})  # plain data: what this rank sends to the others
+    prepared: dict[str, PreparedTarget] = {}
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc="sdeflow bench", file=sys.stderr, leave=False, dynamic_ncols=True)
-    device = torch.device(spec.device)
+        bar = tqdm(total=len(mine) * cells, desc="sdeflow bench" + (f" (rank 0 of {world})" if world > 1 else ""),
+                   file=sys.stderr, leave=False, dynamic_ncols=True)
+    error = None
+    t_blocks = time.perf_counter()
     try:
-        for ti, tname in enumerate(spec.targets):
-            comp = reg.get("target", tname)
-            target = prepare_target(tname, create_component("target", tname), spec.samples, spec.seed + 1000 * ti,
-                                    spec.entropy_samples, device, spec.torch_dtype, comp.description)
-            params = {m: (fn.setup(target) if hasattr(fn, "setup") else {}) for m, fn in metrics.items()}
-            target.extras = params
-            result.floors[tname] = {m: abs(float(fn(target.reference_b, target.reference, target)))
-                                    for m, fn in metrics.items()}
-            result.targets[tname] = dict(dim=target.dim, entropy=target.entropy, entropy_se=target.entropy_se,
-                                         log_prob_sd=target.log_prob_sd, description=target.description,
-                                         metric_params=params,
-                                         metric_formulas={m: metric_formula(fn) for m, fn in metrics.items()})
-            for pname in spec.processes:
-                blk = _Process(spec, target, pname, spec.seed + 1000 * ti)
-                floors = result.path_floors.setdefault(f"{tname}/{pname}", {})
-                if spec.limits:
-                    result.limits[f"{tname}/{pname}"] = ode_limit(blk, metrics)
-                for cfg in configs:
-                    for b in spec.nfe:
-                        row = _run_sdeflow(blk, cfg, b, metrics, floors)
-                        if row is not None:
-                            result.rows.append(row)
-                        if bar is not None:
-                            bar.set_postfix_str(f"{tname}/{pname} {cfg.label} {b}", refresh=False)
-                            bar.update(1)
-                for pc in peers:
-                    for b in spec.nfe:
-                        result.rows.append(_run_peer(blk, pc, b, metrics, floors))
-                        if bar is not None:
-                            bar.set_postfix_str(f"{tname}/{pname} {pc.label} {b}", refresh=False)
-                            bar.update(1)
-                if checkpoint is not None:
-                    result.orders = fit_orders(result.rows, result.path_floors)
-                    result.meta = dict(seconds=time.perf_counter() - t_run, partial=True)
-                    checkpoint(result)
+        for k in mine:
+            _run_block(run_spec, blocks[k], dists, metrics, configs, peers, part, prepared, bar)
+            if checkpoint is not None and rank == 0:
+                partial = _assemble(spec, [part], blocks, notes)
+                partial.meta = dict(seconds=time.perf_counter() - t_run, partial=True)
+                checkpoint(partial)
+    except Exception as exc:  # distributed: the others must not wait for this rank forever
+        if ctx is None:
+            raise
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     finally:
         if bar is not None:
             bar.close()
-    result.orders = fit_orders(result.rows, result.path_floors)
-    if spec.overhead:
-        result.overhead = _overhead(spec, configs, result, say)
+    part["seconds"] = time.perf_counter() - t_blocks
+    parts = exchange(ctx, part, error)
+    result = _assemble(spec, parts, blocks, notes)
+    if spec.overhead and rank == 0:
+        result.overhead = _overhead(run_spec, configs, result, say)
     info = machine()
-    info.update(seconds=time.perf_counter() - t_run)
-    try:
-        import diffusers
-
-        info["diffusers"] = diffusers.__version__
-    except ImportError:
+    info.update(seconds=time.perf_counter() - t_run, world_size=world, rank_seconds=[p["seconds"] for p in parts],
+                block_ranks={f"{spec.targets[ti]}/{p}": owner[k] for k, (ti, p) in enumerate(blocks)})
+    try:  # the installed version, without importing diffusers (seconds of start-up)
+        info["diffusers"] = importlib.metadata.version("diffusers")
+    except importlib.metadata.PackageNotFoundError:
         info["diffusers"] = None
     result.meta = info
+    return result
+
+
+def _rank_spec(spec: BenchSpec, ctx: DistributedContext | None) -> BenchSpec:
+    """``spec`` with ``cuda`` (no index) replaced by this rank's GPU when distributed."""
+    if ctx is None:
+        return spec
+    dev = torch.device(spec.device)
+    if dev.type == "cuda" and dev.index is None and ctx.device.type == "cuda":
+        return replace(spec, device=str(ctx.device))
+    return spec
+
+
+def _run_block(spec: BenchSpec, block: tuple[int, str], dists: dict[str, Any], metrics: dict[str, Any],
+               configs: list[SamplerConfig], peers: list[PeerConfig], part: dict[str, Any],
+               prepared: dict[str, PreparedTarget], bar: Any) -> None:
+    """Run one (target, process) block into ``part`` (its target prepared once per rank, in ``prepared``)."""
+    ti, pname = block
+    tname = spec.targets[ti]
+    device = torch.device(spec.device)
+    if tname not in prepared:
+        comp = get_manager().registry.get("target", tname)
+        target = prepare_target(tname, dists[tname], spec.samples, spec.seed + 1000 * ti, spec.entropy_samples,
+                                device, spec.torch_dtype, comp.description)
+        params = {m: (fn.setup(target) if hasattr(fn, "setup") else {}) for m, fn in metrics.items()}
+        target.extras = params
+        floors = {m: abs(float(fn(target.reference_b, target.reference, target))) for m, fn in metrics.items()}
+        info = dict(dim=target.dim, entropy=target.entropy, entropy_se=target.entropy_se,
+                    log_prob_sd=target.log_prob_sd, description=target.description, metric_params=params,
+                    metric_formulas={m: metric_formula(fn) for m, fn in metrics.items()})
+        part["targets"][tname] = dict(floors=floors, info=info)
+        prepared[tname] = target
+    blk = _Process(spec, prepared[tname], pname, spec.seed + 1000 * ti)
+    out: dict[str, Any] = dict(rows=[], path_floors={}, limit=None)
+    if spec.limits:
+        out["limit"] = ode_limit(blk, metrics)
+    for cfg in configs:
+        for b in spec.nfe:
+            row = _run_sdeflow(blk, cfg, b, metrics, out["path_floors"])
+            if row is not None:
+                out["rows"].append(row)
+            _tick(bar, f"{tname}/{pname} {cfg.label} {b}")
+    for pc in peers:
+        for b in spec.nfe:
+            out["rows"].append(_run_peer(blk, pc, b, metrics, out["path_floors"]))
+            _tick(bar, f"{tname}/{pname} {pc.label} {b}")
+    part["blocks"][(ti, pname)] = out
+
+
+def _tick(bar: Any, label: str) -> None:
+    if bar is not None:
+        bar.set_postfix_str(label, refresh=False)
+        bar.update(1)
+
+
+def _assemble(spec: BenchSpec, parts: list[dict[str, Any]], blocks: list[tuple[int, str]],
+              notes: list[str]) -> BenchResult:
+    """One result from the ranks' parts, in grid order (target, then process), orders fitted."""
+    result = BenchResult(spec=spec, notes=list(notes))
+    done = {k: v for p in parts for k, v in p["blocks"].items()}
+    tinfo = {k: v for p in parts for k, v in p["targets"].items()}
+    for tname in spec.targets:
+        if tname in tinfo:
+            result.floors[tname] = tinfo[tname]["floors"]
+            result.targets[tname] = tinfo[tname]["info"]
+    for ti, pname in blocks:
+        out = done.get((ti, pname))
+        if out is None:
+            continue
+        key = f"{spec.targets[ti]}/{pname}"
+        result.path_floors[key] = out["path_floors"]
+        if out["limit"] is not None:
+            result.limits[key] = out["limit"]
+        result.rows += out["rows"]
+    result.orders = fit_orders(result.rows, result.path_floors)
     return result
 
 

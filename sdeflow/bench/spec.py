@@ -85,6 +85,10 @@ class BenchSpec:
                               f"paths={self.paths}")
         if self.dtype not in DTYPES:
             raise OptionError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise OptionError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {self.device!r}") from None
         if not (self.reference_tol > 0 and math.isfinite(self.reference_tol)):
             raise OptionError(f"reference_tol must be positive, got {self.reference_tol!r}")
         peer_labels = {c.label for c in PEER_CONFIGS}

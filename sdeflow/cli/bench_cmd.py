@@ -52,6 +52,7 @@ def bench_command(preset_name: str, targets: str | None, processes: str | None, 
     from ..bench import outputs
     from ..bench.runner import run_bench
     from ..bench.spec import ALL_PEERS, ALL_SAMPLERS, preset
+    from ..training.distributed import distributed_session
 
     try:
         budgets = None if nfe is None else [int(b) for b in _csv(nfe) or []]
@@ -72,10 +73,16 @@ def bench_command(preset_name: str, targets: str | None, processes: str | None, 
         spec.overhead = overhead
         if samples is not None and paths is None:
             spec.paths = min(spec.paths, spec.samples)
+        spec.validate()
         t0 = time.perf_counter()
-        result = run_bench(spec, progress=progress, echo=lambda s: click.echo(s, err=True),
-                           checkpoint=lambda r: outputs.write_outputs(r, out_dir, plots=not no_plots))
-        written = outputs.write_outputs(result, out_dir, plots=not no_plots)
+        with distributed_session(spec.device) as ctx:  # under torchrun: blocks split over the ranks
+            say = (lambda s: click.echo(s, err=True)) if ctx.is_main else None
+            result = run_bench(spec, progress=progress and ctx.is_main, echo=say,
+                               checkpoint=lambda r: outputs.write_outputs(r, out_dir, plots=not no_plots),
+                               distributed=ctx if ctx.active else False)
+            if not ctx.is_main:  # rank 0 alone prints and writes
+                return
+            written = outputs.write_outputs(result, out_dir, plots=not no_plots)
     except SdeflowError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -1,8 +1,9 @@
 """Data sets by name or file for the command line: a small registry and a resolver.
 
-``--data NAME`` picks a registered set (the toys of :mod:`sdeflow.datasets` are built in);
-``--data PATH`` reads a ``.pt`` / ``.npz`` / ``.npy`` file of shape ``(N, *dims)``. Options come
-from ``--data-opt KEY=VALUE``. More sets (images, ...) plug in by name with
+``--data NAME`` picks a registered set (the toys of :mod:`sdeflow.datasets` and scikit-learn's
+``digits`` images are built in); ``--data PATH`` reads a ``.pt`` / ``.pth`` / ``.npz`` / ``.npy``
+file of shape ``(N, *dims)`` (4-D arrays are images, read through :mod:`sdeflow.images`) or a
+folder of PNG images. Options come from ``--data-opt KEY=VALUE``. More sets plug in by name with
 :func:`register_dataset`::
 
     register_dataset("my_set", build, "what it is", {"n": None, "scale": 1.0})
@@ -13,6 +14,7 @@ where ``build(dtype=..., **options)`` returns a tensor ``(N, *dims)`` or an obje
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +25,17 @@ import torch
 from torch import Tensor
 
 from .. import datasets as toys
+from ..errors import SdeflowError
+from ..images import DequantizedImages
 from ..targets import GaussianMixture
 
-FILE_SUFFIXES = (".pt", ".npz", ".npy")
+FILE_SUFFIXES = (".pt", ".pth", ".npz", ".npy")
+TORCH_SUFFIXES = (".pt", ".pth")
+#: options of a data file (``value_range`` and ``layout`` for image arrays) and of a PNG folder
+FILE_OPTIONS = ("key", "n", "value_range", "layout")
+FOLDER_OPTIONS = ("channels", "size", "pattern", "n")
 #: keys tried, in order, when a file holds several arrays and no ``key`` option is given
-DEFAULT_KEYS = ("samples", "data", "x")
+DEFAULT_KEYS = ("samples", "data", "x", "images")
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,29 @@ register_dataset("swiss_roll", _sampled(toys.swiss_roll), "2-D swiss roll", {**_
 register_dataset("checkerboard", _sampled(toys.checkerboard), "2-D 4x4 checkerboard", dict(_COMMON))
 
 
+def _digits(default_size: int) -> Callable[..., Any]:
+    def build(dtype: torch.dtype, size: int = default_size, split: str = "train", n: int | None = None) -> Any:
+        from ..images import DIGITS_LEVELS, load_digits_split
+
+        try:
+            levels = load_digits_split(split, size)
+        except SdeflowError as exc:
+            raise ValueError(str(exc)) from exc
+        if n is not None:
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= levels.shape[0]:
+                raise ValueError(f"n must be an integer in [1, {levels.shape[0]}] (images of the {split!r} split), "
+                                 f"got {n!r}")
+            levels = levels[:n]
+        return DequantizedImages(levels, DIGITS_LEVELS, dtype=dtype)
+    return build
+
+
+_DIGITS = ("scikit-learn's 8x8 handwritten digits, 17 gray levels{}; split train (1,438 images, the image demo's) / "
+           "test (359) / all; dequantized for continuous processes, on the level grid for vdm")
+register_dataset("digits", _digits(8), _DIGITS.format(""), {"size": 8, "split": "train", "n": None})
+register_dataset("digits16", _digits(16), _DIGITS.format(", padded to 16x16"), {"size": 16, "split": "train", "n": None})
+
+
 # --------------------------------------------------------------------------- resolution
 @dataclass
 class ResolvedData:
@@ -130,14 +161,59 @@ class ResolvedData:
     spec: dict[str, Any]
     target: GaussianMixture | None = None
 
-    def rows(self, n: int | None, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` rows to evaluate: the first ``n`` of a tensor (all when ``None``), or ``n``
-        fresh samples of a distribution (``n`` required)."""
+    @property
+    def bins(self) -> int | None:
+        """How many levels the data are quantised to when the set says so (``digits``: 17), else ``None``."""
+        return int(self.data.bins) if isinstance(self.data, DequantizedImages) else None
+
+    def for_process(self, process: Any) -> "ResolvedData":
+        """The data as ``process`` models them.
+
+        Quantised images (:class:`sdeflow.images.DequantizedImages`, e.g. ``digits``) stay uniformly
+        dequantized for a process of continuous data, so that its density bounds the discrete
+        likelihood (Theis et al. 2016); a process of discrete data (an integer ``bins`` attribute,
+        e.g. ``vdm``, whose decoder scores the levels themselves, Kingma et al. 2021) gets their
+        level values ``lo + k (hi - lo) / (bins - 1)`` instead, as a fixed set. Other data are
+        returned unchanged.
+
+        Raises:
+            click.BadParameter: the process models another number of levels than the data have.
+        """
+        from ..image_demo import discrete_bins
+        from ..images import levels_to_signed
+
+        want = discrete_bins(process)
+        if want is None or not isinstance(self.data, DequantizedImages):
+            return self
+        have = self.data.bins
+        if want != have:
+            raise click.BadParameter(f"the process models {want} levels but data set {self.spec['name']!r} has {have}; "
+                                     f"pass --process-opt bins={have}", param_hint="--process-opt")
+        values = levels_to_signed(self.data.levels, have - 1, self.data.dtype, self.data.data_range, check=False)
+        return dataclasses.replace(self, data=values)
+
+    @property
+    def size(self) -> int | None:
+        """Rows of a fixed set (a tensor, or the images of quantised images); ``None`` for a distribution."""
         if isinstance(self.data, Tensor):
-            if n is not None and n > self.data.shape[0]:
-                raise click.BadParameter(f"asked for {n} rows but the data set has {self.data.shape[0]}",
-                                         param_hint="-n")
-            return self.data if n is None else self.data[:n]
+            return int(self.data.shape[0])
+        return len(self.data) if isinstance(self.data, DequantizedImages) else None
+
+    def rows(self, n: int | None, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` rows to evaluate: the first ``n`` of a tensor (all when ``None``), the first ``n``
+        quantised images each dequantized once with ``generator``, or ``n`` fresh samples of a
+        distribution (``n`` required)."""
+        size = self.size
+        if size is not None:
+            if n is not None and n > size:
+                raise click.BadParameter(f"asked for {n} rows but the data set has {size}", param_hint="-n")
+            if isinstance(self.data, Tensor):
+                return self.data if n is None else self.data[:n]
+            from ..likelihood import dequantize
+
+            d = self.data
+            levels = d.levels if n is None else d.levels[:n]
+            return dequantize(levels, d.bins, d.data_range, generator=generator, dtype=d.dtype)
         if n is None:
             raise click.BadParameter(f"data set {self.spec['name']!r} is a distribution: say how many samples to draw",
                                      param_hint="-n")
@@ -176,18 +252,83 @@ def resolve_data(name: str, options: dict[str, Any], dtype: torch.dtype, flag: s
     if not _looks_like_file(name):
         listing = "; ".join(f"{e.name} ({e.description})" for e in dataset_entries())
         raise click.BadParameter(f"unknown data set {name!r}; valid names: {listing}; or a file ending in "
-                                 f"{', '.join(FILE_SUFFIXES)}", param_hint=flag)
-    bad = sorted(set(options) - {"key", "n"})
-    if bad:
-        raise click.BadParameter(f"a data file takes options key (array name) and n (first n rows); got "
-                                 f"{', '.join(bad)}", param_hint=f"{flag}-opt")
-    x = load_array_file(Path(name), options.get("key"), flag).to(dtype)
+                                 f"{', '.join(FILE_SUFFIXES)}, or a folder of PNG images", param_hint=flag)
+    path = Path(name)
+    if path.is_dir():
+        x = load_png_folder(path, options, dtype, flag)
+    else:
+        bad = sorted(set(options) - set(FILE_OPTIONS))
+        if bad:
+            raise click.BadParameter(f"a data file takes options key (array name), n (first n rows), and for image "
+                                     f"arrays value_range and layout; got {', '.join(bad)}", param_hint=f"{flag}-opt")
+        x = load_array_file(path, options.get("key"), flag)
+        x = as_images(x, path, options, dtype, flag) if x.ndim == 4 else _plain(x, path, options, dtype, flag)
     n = options.get("n")
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= x.shape[0]:
             raise click.BadParameter(f"n must be an integer in [1, {x.shape[0]}], got {n!r}", param_hint=f"{flag}-opt")
         x = x[:n]
     return ResolvedData(x, tuple(x.shape[1:]), {"name": str(name), "options": dict(options)}, None)
+
+
+def _plain(x: Tensor, path: Path, options: dict[str, Any], dtype: torch.dtype, flag: str) -> Tensor:
+    """A non-image array: the image options do not apply."""
+    given = [k for k in ("value_range", "layout") if k in options]
+    if given:
+        raise click.BadParameter(f"data file {path}: {', '.join(given)} apply to image arrays (N, C, H, W) or "
+                                 f"(N, H, W, C); this one has shape {tuple(x.shape)}", param_hint=f"{flag}-opt")
+    return x.to(dtype)
+
+
+def as_images(x: Tensor, path: Path, options: dict[str, Any], dtype: torch.dtype, flag: str = "--data") -> Tensor:
+    """A 4-D array as images ``(N, C, H, W)`` (:func:`sdeflow.images.images_from_array`): ``uint8`` pixels
+    ``0..255`` onto ``[-1, 1]``; floating values mapped from ``value_range`` onto ``[-1, 1]`` when the
+    option is given, else taken as they are (so the outputs of ``sdeflow sample`` feed back unchanged);
+    ``layout`` ``auto`` (default), ``nchw`` or ``nhwc``.
+
+    Raises:
+        click.BadParameter: an integer dtype other than ``uint8``, values outside ``value_range``,
+            an ambiguous or non-square layout (sdeflow.images' message).
+    """
+    from ..images import images_from_array, to_nchw
+
+    layout = options.get("layout", "auto")
+    value_range = options.get("value_range")
+    try:
+        if value_range is not None:
+            if not isinstance(value_range, (list, tuple)) or len(value_range) != 2:
+                raise click.BadParameter(f"value_range must be a pair [lo, hi], got {value_range!r}",
+                                         param_hint=f"{flag}-opt")
+            value_range = (float(value_range[0]), float(value_range[1]))
+        if x.dtype == torch.uint8 or value_range is not None:
+            return images_from_array(x, str(path), value_range, layout, dtype)
+        if not x.is_floating_point():
+            raise click.BadParameter(f"data file {path}: image arrays must be uint8 (0..255) or floating, got {x.dtype}; "
+                                     "convert integer images to uint8", param_hint=flag)
+        return to_nchw(x, layout, str(path)).to(dtype).contiguous()
+    except SdeflowError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from exc
+
+
+def load_png_folder(path: Path, options: dict[str, Any], dtype: torch.dtype, flag: str = "--data") -> Tensor:
+    """Every PNG of a folder as images ``(N, C, H, W)`` in ``[-1, 1]`` (:func:`sdeflow.images.load_image_folder`;
+    options ``channels``, ``size``, ``pattern``; ``n`` is applied by the caller).
+
+    Raises:
+        click.BadParameter: unknown options, or sdeflow.images' error (no images, unreadable files,
+            sizes that differ, non-square images).
+    """
+    from ..images import load_image_folder
+
+    bad = sorted(set(options) - set(FOLDER_OPTIONS))
+    if bad:
+        raise click.BadParameter(f"an image folder takes options {', '.join(FOLDER_OPTIONS)}; got {', '.join(bad)}",
+                                 param_hint=f"{flag}-opt")
+    try:
+        return load_image_folder(path, channels=options.get("channels"), size=options.get("size"),
+                                 pattern=options.get("pattern", "*.png"), dtype=dtype)
+    except SdeflowError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from exc
 
 
 def _sample_shape(data: Any) -> tuple[int, ...]:
@@ -197,20 +338,22 @@ def _sample_shape(data: Any) -> tuple[int, ...]:
 
 
 def load_array_file(path: Path, key: str | None = None, flag: str = "--data") -> Tensor:
-    """A tensor ``(N, *dims)`` from a ``.pt`` (tensor or dict of tensors, read with
-    ``weights_only=True``), ``.npz`` or ``.npy`` file; a 1-D array of ``N`` values becomes ``(N, 1)``.
+    """A tensor ``(N, *dims)`` from a ``.pt`` / ``.pth`` (tensor or dict of tensors, read with
+    ``weights_only=True``), ``.npz`` or ``.npy`` file; a 1-D array of ``N`` values becomes ``(N, 1)``;
+    the dtype is kept.
 
     Raises:
         click.BadParameter: a missing, unreadable or malformed file, or an unknown ``key``.
     """
     suffix = path.suffix.lower()
     if not path.is_file():
-        raise click.BadParameter(f"data file {path} does not exist", param_hint=flag)
+        raise click.BadParameter(f"data file {path} does not exist (a data file ends in {', '.join(FILE_SUFFIXES)}; "
+                                 "an image folder must exist)", param_hint=flag)
     if suffix not in FILE_SUFFIXES:
         raise click.BadParameter(f"data file {path}: unsupported suffix {suffix!r}; valid: {', '.join(FILE_SUFFIXES)}",
                                  param_hint=flag)
     try:
-        if suffix == ".pt":
+        if suffix in TORCH_SUFFIXES:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             arrays = obj if isinstance(obj, dict) else {"": obj}
         else:
@@ -261,6 +404,23 @@ def dataset_help() -> str:
     return "; ".join(f"{e.name}: {e.description}" for e in dataset_entries())
 
 
+def infer_process_options(process: str, data: ResolvedData, options: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``bins`` (the number of data levels) for a process of discrete data that takes it
+    (``vdm``) from data that know it (``digits``: 17), unless given."""
+    from ..api import component_options
+
+    out = dict(options)
+    if data.bins is None or "bins" in out:
+        return out
+    try:
+        known = component_options("process", process)
+    except Exception:  # noqa: BLE001 - an unknown process is reported when it is built
+        return out
+    if "bins" in known:
+        out["bins"] = data.bins
+    return out
+
+
 def infer_model_options(model: str, sample_shape: tuple[int, ...], options: dict[str, Any]) -> dict[str, Any]:
     """Fill the size options a network needs from the data's sample shape, unless given:
     ``dim = prod(sample_shape)`` for networks that take ``dim`` (``mlp``), ``in_channels`` and
@@ -282,5 +442,6 @@ def infer_model_options(model: str, sample_shape: tuple[int, ...], options: dict
     return out
 
 
-__all__ = ["DatasetEntry", "ResolvedData", "SampledSet", "dataset_entries", "dataset_names", "dataset_help",
-           "infer_model_options", "load_array_file", "register_dataset", "resolve_data"]
+__all__ = ["DatasetEntry", "ResolvedData", "SampledSet", "as_images", "dataset_entries", "dataset_names", "dataset_help",
+           "infer_model_options", "infer_process_options", "load_array_file", "load_png_folder", "register_dataset",
+           "resolve_data"]

@@ -37,7 +37,8 @@ from .options import cli_errors, common_options, parse_assignments, progress_opt
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Rows per ODE solve.")
 @click.option("--bins", type=click.IntRange(min=2), default=None,
-              help="Also report discrete bits/dim for data quantised to this many levels in --data-range.")
+              help="Also report discrete bits/dim for data quantised to this many levels in --data-range "
+                   "[default: the data set's own, e.g. 17 for digits].")
 @click.option("--data-range", type=(float, float), default=(-1.0, 1.0), show_default=True,
               help="Interval the quantised levels were mapped onto (with --bins).")
 @click.option("--raw", is_flag=True, help="Use the raw trained weights instead of their EMA.")
@@ -79,6 +80,7 @@ def _likelihood(run: Any, data: str | None, data_opt: tuple[str, ...], n: int | 
                 seed: int | None) -> None:
     import torch
 
+    from ..image_demo import discrete_bins
     from ..likelihood import bits_per_dim, log_likelihood
     from .data import resolve_data
 
@@ -93,10 +95,13 @@ def _likelihood(run: Any, data: str | None, data_opt: tuple[str, ...], n: int | 
     else:
         options = parse_assignments(data_opt, "--data-opt")
     resolved = resolve_data(data, options, torch.float64)
+    if bins is None and resolved.bins is not None and discrete_bins(run.model.process) is None:
+        bins = resolved.bins  # dequantized images (digits): report the discrete bound too
+    resolved = resolved.for_process(run.model.process)
     if tuple(resolved.sample_shape) != tuple(run.spec.sample_shape):
         raise click.BadParameter(f"data samples have shape {resolved.sample_shape}, the model was trained on "
                                  f"{tuple(run.spec.sample_shape)}", param_hint="--data")
-    rows_n = n if n is not None or isinstance(resolved.data, torch.Tensor) else 1000
+    rows_n = n if n is not None or resolved.size is not None else 1000
     x_all = resolved.rows(rows_n, torch.Generator().manual_seed(seed_v + 7))
     total = x_all.shape[0]
     start, stop = run.ctx.bounds(total)

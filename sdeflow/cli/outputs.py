@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,9 +12,13 @@ import click
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_path
+
 SAMPLE_SUFFIXES = (".pt", ".npz")
 #: images drawn on a sample grid at most
 GRID_MAX = 64
+#: small images are enlarged on the grid to at least this many pixels
+GRID_PIXELS = 32
 
 
 def check_sample_path(path: str | Path, flag: str = "--out") -> Path:
@@ -28,19 +30,6 @@ def check_sample_path(path: str | Path, flag: str = "--out") -> Path:
     return p
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """``write(tmp_path)`` then rename over ``path`` (no half-written file under the final name)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_samples(path: Path, samples: Tensor, meta: dict[str, Any]) -> None:
     """Write ``samples`` and JSON-serialisable ``meta``.
 
@@ -49,14 +38,13 @@ def save_samples(path: Path, samples: Tensor, meta: dict[str, Any]) -> None:
     """
     x = samples.detach().cpu()
     if path.suffix.lower() == ".pt":
-        _atomic(path, lambda tmp: torch.save({"samples": x, **meta}, tmp))
+        with atomic_path(path) as tmp:
+            torch.save({"samples": x, **meta}, tmp)
     else:
         import numpy as np
 
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, samples=x.numpy(), meta=np.array(json.dumps(meta)))
-        _atomic(path, write)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, samples=x.numpy(), meta=np.array(json.dumps(meta)))
 
 
 def _plt():  # type: ignore[no-untyped-def]
@@ -70,7 +58,8 @@ def _plt():  # type: ignore[no-untyped-def]
 
 def _save_fig(fig: Any, path: Path, dpi: int = 100) -> None:
     plt = _plt()
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
 
 
@@ -107,29 +96,12 @@ def plot_samples(path: Path, samples: Tensor, title: str = "", reference: Tensor
 
 
 def save_image_grid(path: Path, images: Tensor) -> None:
-    """An image grid PNG: ``sdeflow.images.save_image_grid(images, path)`` when that module is
-    installed, else a matplotlib grid (values mapped from ``[-1, 1]`` to ``[0, 1]``, clipped)."""
-    try:
-        from ..images import save_image_grid as grid  # type: ignore[import-not-found,attr-defined]
-    except ImportError:
-        grid = None
-    if grid is not None:
-        grid(images.clamp(-1, 1), path)
-        return
-    n = images.shape[0]
-    cols = max(1, int(math.ceil(math.sqrt(n))))
-    rows = int(math.ceil(n / cols))
-    plt = _plt()
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.0), squeeze=False)
-    imgs = ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            img = imgs[i]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                      vmin=0, vmax=1)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    _save_fig(fig, path)
+    """An image grid PNG of ``(n, c, h, w)`` images in ``[-1, 1]`` (clamped): ``ceil(sqrt(n))`` per row,
+    small images enlarged by an integer factor to at least 32 pixels (:func:`sdeflow.images.save_image_grid`)."""
+    from ..images import save_image_grid as grid
+
+    n, h = images.shape[0], images.shape[-1]
+    grid(images.clamp(-1, 1), path, nrow=max(1, math.ceil(math.sqrt(n))), upscale=max(1, math.ceil(GRID_PIXELS / h)))
 
 
 def write_losses(folder: Path, losses: Sequence[tuple[int, float]], title: str = "training loss") -> list[Path]:
@@ -137,12 +109,10 @@ def write_losses(folder: Path, losses: Sequence[tuple[int, float]], title: str =
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "losses.csv"
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["step", "loss"])
-            w.writerows([int(s), float(v)] for s, v in losses)
-    _atomic(csv_path, write)
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "loss"])
+        w.writerows([int(s), float(v)] for s, v in losses)
     png = folder / "loss.png"
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -14,6 +14,17 @@ from .options import (build_component, cli_errors, common_options, component_opt
                       progress_option, resolve_device, resolve_seed)
 
 
+#: what ``--decode`` does with the final state of a process of discrete data
+DECODE_CHOICES = ("mode", "sample", "none")
+
+
+def decodes(process: Any) -> bool:
+    """Whether ``process`` maps its final states onto data (overrides :meth:`ForwardProcess.decode`, e.g. vdm)."""
+    from ..process import ForwardProcess
+
+    return type(process).decode is not ForwardProcess.decode
+
+
 @main.command("sample")
 @click.argument("checkpoint", metavar="CHECKPOINT")
 @component_option("sampler", default="ode",
@@ -27,11 +38,15 @@ from .options import (build_component, cli_errors, common_options, component_opt
 @click.option("--raw", is_flag=True, help="Use the raw trained weights instead of their EMA.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Sample in chunks of at most this many (memory) [default: all at once].")
+@click.option("--decode", type=click.Choice(DECODE_CHOICES), default="mode", show_default=True,
+              help="Processes of discrete data (vdm): map the final latents z_0 onto the data levels with the "
+                   "decoder p(x | z_0), its most likely value (mode) or a draw (sample); none keeps z_0. "
+                   "Continuous processes are not affected.")
 @progress_option
 @common_options
 def sample_command(checkpoint: str, sampler: str, sampler_opt: tuple[str, ...], n: int, out: str,
-                   plot_path: str | None, no_plot: bool, raw: bool, batch_size: int | None, progress: bool,
-                   device: str | None, seed: int | None, dtype: str | None) -> None:
+                   plot_path: str | None, no_plot: bool, raw: bool, batch_size: int | None, decode: str,
+                   progress: bool, device: str | None, seed: int | None, dtype: str | None) -> None:
     """Draw samples from the score model in CHECKPOINT (a checkpoint folder or step_XXXXXXXX.json).
 
     Under torchrun the N samples are split over the ranks and gathered on rank 0.
@@ -41,6 +56,7 @@ def sample_command(checkpoint: str, sampler: str, sampler_opt: tuple[str, ...], 
       sdeflow sample runs/train --sampler dpm_solver --sampler-opt steps=20 --n 5000 --out dpm.npz
       sdeflow sample runs/train --sampler sde --sampler-opt method=srk --sampler-opt steps=200 --out sde.pt
       sdeflow sample demo_out/model --sampler heun --sampler-opt steps=18 --raw
+      sdeflow sample runs/digits --sampler ancestral --sampler-opt clip_x0=1 --sampler-opt denoise=false --n 64
     """
     from .loading import open_checkpoint
     from .outputs import check_sample_path
@@ -54,11 +70,11 @@ def sample_command(checkpoint: str, sampler: str, sampler_opt: tuple[str, ...], 
 
     with distributed_session(resolve_device(device)) as ctx:
         run = open_checkpoint(checkpoint, raw, ctx, dtype)
-        _sample(run, sampler, options, n, out_path, png, raw, batch_size, progress, seed)
+        _sample(run, sampler, options, n, out_path, png, raw, batch_size, progress, seed, decode)
 
 
 def _sample(run: Any, sampler: str, options: dict[str, Any], n: int, out_path: Path, png: Path | None, raw: bool,
-            batch_size: int | None, progress: bool, seed: int | None) -> None:
+            batch_size: int | None, progress: bool, seed: int | None, decode: str = "mode") -> None:
     import torch
 
     from .outputs import plot_samples, save_samples
@@ -91,13 +107,19 @@ def _sample(run: Any, sampler: str, options: dict[str, Any], n: int, out_path: P
         nfe = int(t.item())
     if not run.is_main or gathered is None:
         return
+    decoded = decodes(run.model.process) and decode != "none"
+    if decoded:  # the generative model's last factor p(x | z_0) (vdm)
+        with cli_errors():
+            gathered = run.model.process.decode(gathered, run.generator(seed_v, stream=2), sample=decode == "sample")
     meta: dict[str, Any] = {"checkpoint": str(run.checkpoint.path), "step": run.checkpoint.step, "sampler": sampler,
                             "sampler_options": _jsonable(options), "nfe": nfe, "seed": seed_v, "ema": not raw,
-                            "seconds": seconds, "world_size": run.ctx.world_size}
+                            "seconds": seconds, "world_size": run.ctx.world_size,
+                            "decoded": decode if decoded else None}
     with cli_errors():
         save_samples(out_path, gathered, meta)
     msg = (f"drew {n} samples {tuple(gathered.shape[1:])} with {sampler} {options or ''} from step "
-           f"{run.checkpoint.step} ({'raw' if raw else 'EMA'} weights): nfe={nfe}, {seconds:.2f} s -> {out_path}")
+           f"{run.checkpoint.step} ({'raw' if raw else 'EMA'} weights): nfe={nfe}, {seconds:.2f} s"
+           + (f", decoded by p(x | z_0) ({decode})" if decoded else "") + f" -> {out_path}")
     click.echo(msg)
     bad = int((~torch.isfinite(gathered)).any(dim=tuple(range(1, gathered.ndim))).sum()) if gathered.numel() else 0
     if bad:

@@ -10,7 +10,7 @@ import click
 
 from ..parametrization import PARAMETRIZATIONS
 from .config import RunConfig, apply_overrides, coerce_training_value, load_config
-from .data import dataset_help, infer_model_options, resolve_data
+from .data import dataset_help, infer_model_options, infer_process_options, resolve_data
 from .main import main
 from .options import (build_component, cli_errors, common_options, component_option, parse_assignments,
                       progress_option, resolve_device, resolve_dtype)
@@ -23,11 +23,12 @@ from .options import (build_component, cli_errors, common_options, component_opt
 @component_option("model", help="Network (mlp, unet, ...).")
 @click.option("--parametrization", type=click.Choice(PARAMETRIZATIONS), default=None,
               help="What the network predicts [default: eps].")
-@click.option("--data", default=None, metavar="NAME|FILE",
-              help="Data set name or a .pt/.npz/.npy file (N, *dims) [default: nine_gaussians]. Names: "
-              + dataset_help())
+@click.option("--data", default=None, metavar="NAME|FILE|FOLDER",
+              help="Data set name, a .pt/.pth/.npz/.npy file (N, *dims) (4-D: images) or a folder of PNG images "
+              "[default: nine_gaussians]. Names: " + dataset_help())
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE",
-              help="Data-set option (repeatable), e.g. n=20000 for a fixed set, noise=0.05; key=NAME for files.")
+              help="Data-set option (repeatable), e.g. n=20000 for a fixed set, noise=0.05, size=16 (digits); key=NAME, "
+                   "value_range=[0,1], layout=nhwc for files; channels=1, size=32 for PNG folders.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimiser steps in total [default: 1000].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Global batch size (split over ranks under torchrun) [default: 128].")
@@ -58,6 +59,7 @@ def train_command(config_path: str | None, process: str | None, process_opt: tup
     Examples:
       sdeflow train --process subvp --data two_moons --steps 3000 --out runs/moons
       sdeflow train --process vp --process-opt beta_max=10 --model-opt hidden=256 --data points.npz
+      sdeflow train --process vdm --model unet --data digits --steps 1000 --out runs/digits
       sdeflow train --config run.toml --steps 5000          # the flag overrides the file
       torchrun --nproc_per_node 2 -m sdeflow.cli train --config run.toml   # data-parallel
     """
@@ -109,7 +111,8 @@ def _train(cfg: RunConfig, ctx: Any, dev: Any, progress: bool, resume: bool, ech
     with cli_errors():
         data = resolve_data(cfg.data, cfg.data_options, dt)
         torch.manual_seed(cfg.seed)  # the network's initial weights
-        process = build_component("process", cfg.process, cfg.process_options)
+        process = build_component("process", cfg.process, infer_process_options(cfg.process, data, cfg.process_options))
+        data = data.for_process(process)  # quantised images: dequantized, or their levels for vdm
         net = build_component("model", cfg.model, infer_model_options(cfg.model, data.sample_shape, cfg.model_options))
         score_model = ScoreModel(net, process, parametrization=cfg.parametrization).to(device=dev, dtype=dt)
         existing = list_checkpoints(out)
@@ -140,7 +143,10 @@ def _train(cfg: RunConfig, ctx: Any, dev: Any, progress: bool, resume: bool, ech
         last = result.losses[-1][1] if result.losses else float("nan")
         say(f"step {result.step}: loss {last:.4g} ({result.seconds:.1f} s); checkpoint {trainer.last_checkpoint}; "
             f"{files[0].name}, {files[1].name} and config.toml in {out}")
-        say(f"sample it: sdeflow sample {out} --sampler ode --n 2000 --out samples.npz")
+        if len(data.sample_shape) == 3:
+            say(f"sample it: sdeflow sample {out} --sampler ancestral --n 64 --out samples.npz   (+ samples.png, a grid)")
+        else:
+            say(f"sample it: sdeflow sample {out} --sampler ode --n 2000 --out samples.npz")
     if ctx is not None:
         ctx.barrier()
     return trainer

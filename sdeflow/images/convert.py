@@ -13,20 +13,40 @@ from torch import Tensor
 from ..errors import OptionError, ShapeError
 
 
-def levels_to_signed(k: Tensor, max_level: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``2 k / max_level - 1``: integer levels ``0..max_level`` onto ``[-1, 1]``.
+def levels_to_signed(k: Tensor, max_level: int, dtype: torch.dtype = torch.float32,
+                     value_range: tuple[float, float] = (-1.0, 1.0), check: bool = True) -> Tensor:
+    """``lo + (hi - lo) k / max_level``: integer levels ``0..max_level`` onto ``value_range``
+    (``2 k / max_level - 1`` for the default ``[-1, 1]``).
+
+    The one level-to-value map of sdeflow: the image loaders, the digits, the image demo and the
+    ``vdm`` plugin's discrete data (``bins = max_level + 1`` levels, Kingma et al. 2021) use it.
 
     Args:
-        k: levels (any integer or floating dtype), any shape.
+        k: levels (any integer or floating dtype holding integers), any shape.
         max_level: the top level ``L`` (255 for 8-bit, 16 for scikit-learn's digits).
         dtype: floating dtype of the result.
+        value_range: ``(lo, hi)``: level ``0 -> lo``, level ``L -> hi``.
+        check: raise unless every value of ``k`` is an integer in ``0..max_level`` (one host sync;
+            ``False`` skips it).
 
     Returns:
-        Values in ``[-1, 1]``, shaped like ``k``.
+        Values in ``value_range``, shaped like ``k``.
+
+    Raises:
+        OptionError: a bad ``max_level`` or ``value_range``, or (with ``check``) levels that are not
+            integers in ``0..max_level``.
     """
     if isinstance(max_level, bool) or int(max_level) != max_level or max_level < 1:
         raise OptionError(f"max_level must be a positive integer, got {max_level!r}")
-    return k.to(dtype) * (2.0 / int(max_level)) - 1.0
+    lo, hi = _check_range(value_range)
+    kf = k.to(dtype)
+    if check and kf.numel() and (bool((kf < 0).any()) or bool((kf > max_level).any())
+                                 or bool((kf != kf.round()).any())):
+        raise OptionError(f"levels must be integers in 0..{int(max_level)}, got values in "
+                          f"[{float(kf.min()):g}, {float(kf.max()):g}]")
+    if (lo, hi) == (-1.0, 1.0):
+        return kf * (2.0 / int(max_level)) - 1.0
+    return lo + kf * ((hi - lo) / int(max_level))
 
 
 def signed_to_levels(x: Tensor, max_level: int, value_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
@@ -53,7 +73,7 @@ def from_uint8(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """8-bit pixels ``0..255`` -> ``[-1, 1]`` (``2 k / 255 - 1``)."""
     if images.dtype != torch.uint8:
         raise OptionError(f"from_uint8 expects a uint8 tensor, got {images.dtype}")
-    return levels_to_signed(images, 255, dtype)
+    return levels_to_signed(images, 255, dtype, check=False)  # every uint8 is a level
 
 
 def to_uint8(images: Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:

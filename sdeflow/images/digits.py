@@ -108,6 +108,41 @@ def split_holdout(x: Tensor, test_fraction: float = 0.2, seed: int = 0) -> tuple
     return x[perm[n_test:]], x[perm[:n_test]]
 
 
+#: the parts :func:`load_digits_split` hands out
+DIGITS_SPLITS = ("train", "test", "all")
+
+
+def load_digits_split(split: str = "train", size: int = DIGITS_SIZE,
+                      return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """Integer levels of the image demo's fixed split: ``split_holdout(levels, 0.2, seed=0)`` of the
+    1,797 digits, i.e. 1,438 ``"train"`` and 359 ``"test"`` images (or ``"all"``), padded with
+    background (level 0) to ``size x size``.
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"``.
+        size: image side, at least 8 (the digits are padded, never shrunk).
+        return_labels: also return the digit labels of the same images.
+
+    Returns:
+        ``uint8`` levels ``(N, 1, size, size)`` with values ``0..16`` (and ``int64`` labels ``(N,)``).
+    """
+    if split not in DIGITS_SPLITS:
+        raise OptionError(f"unknown digits split {split!r}; valid: {', '.join(DIGITS_SPLITS)}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < DIGITS_SIZE:
+        raise OptionError(f"size must be an integer >= {DIGITS_SIZE} (the digits are padded with background, "
+                          f"not shrunk), got {size!r}")
+    levels, labels = load_digits_levels(return_labels=True)  # type: ignore[misc]
+    levels = resize_images(levels, size, mode="pad", fill=0)
+    if split != "all":
+        # split the labels with the same permutation: attach them as one more column
+        both = torch.cat([levels.reshape(levels.shape[0], -1).long(), labels[:, None]], dim=1)
+        train, test = split_holdout(both, 0.2, seed=0)
+        chosen = train if split == "train" else test
+        levels = chosen[:, :-1].to(torch.uint8).reshape(-1, 1, size, size)
+        labels = chosen[:, -1].clone()
+    return (levels, labels) if return_labels else levels
+
+
 class DequantizedImages:
     """Integer images served as uniformly dequantized batches ``lo + (hi - lo) (k + u) / bins``.
 

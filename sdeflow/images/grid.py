@@ -10,7 +10,7 @@ from einops import rearrange
 from torch import Tensor
 
 from ..errors import OptionError, ShapeError
-from ..training.checkpoint import _atomic_write as atomic_write
+from ..atomic import atomic_write
 from .convert import check_images, to_uint8
 from .io import encode_png
 

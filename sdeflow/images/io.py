@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import OptionError, ShapeError
-from ..training.checkpoint import _atomic_write as atomic_write
+from ..atomic import atomic_write
 from .convert import _check_range, check_images, levels_to_signed, to_uint8
 
 TENSOR_SUFFIXES = (".npz", ".npy", ".pt", ".pth")
@@ -127,7 +127,20 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _to_nchw(arr: Tensor, layout: str, source: str) -> Tensor:
+def to_nchw(arr: Tensor, layout: str = "auto", source: str = "images") -> Tensor:
+    """An image array ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` as ``(N, C, H, W)`` (values untouched).
+
+    Args:
+        arr: the array.
+        layout: ``"nchw"``, ``"nhwc"`` or ``"auto"`` (the axis of size <= 4 holds the channels;
+            when both ends qualify, the one that leaves square images).
+        source: what to call the array in errors (e.g. the file name).
+
+    Raises:
+        ShapeError: another number of dimensions, images that are not square, or an ambiguous shape
+            under ``"auto"``.
+        OptionError: an unknown layout.
+    """
     if layout not in LAYOUTS:
         raise OptionError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
     if arr.ndim == 3:
@@ -222,12 +235,12 @@ def images_from_array(arr: Tensor, source: str = "images", value_range: tuple[fl
     if arr.dtype == torch.uint8:
         if value_range is not None:
             raise OptionError(f"{source}: uint8 data are 0..255; value_range applies to floating data only")
-        return levels_to_signed(_to_nchw(arr, layout, source), 255, dtype)
+        return levels_to_signed(to_nchw(arr, layout, source), 255, dtype, check=False)  # uint8: always levels
     if not arr.is_floating_point():
         raise OptionError(f"{source}: unsupported dtype {arr.dtype}; valid: uint8 (0..255) or floating "
                           "(values in value_range, default [-1, 1]); convert integer images to uint8 first")
     lo, hi = _check_range(value_range if value_range is not None else (-1.0, 1.0))
-    x = _to_nchw(arr, layout, source).to(torch.float64)
+    x = to_nchw(arr, layout, source).to(torch.float64)
     if not bool(torch.isfinite(x).all()):
         raise OptionError(f"{source}: the images contain NaN or Inf")
     vmin, vmax = float(x.min()), float(x.max())

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..atomic import atomic_write
 from ..errors import SdeflowError
 
 FORMAT = "sdeflow-checkpoint/1"
@@ -57,28 +56,6 @@ class Checkpoint:
         return int(self.manifest["step"])
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
-
-
 def save_checkpoint(folder: str | Path, step: int, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> Path:
     """Write checkpoint ``step`` into ``folder`` atomically and return its manifest path.
 
@@ -95,9 +72,9 @@ def save_checkpoint(folder: str | Path, step: int, tensors: dict[str, torch.Tens
     meta = dict(manifest)
     meta.update(format=FORMAT, step=int(step), tensors_file=f"{stem}.safetensors",
                 sha256=hashlib.sha256(blob).hexdigest(), size=len(blob))
-    _atomic_write(folder / f"{stem}.safetensors", blob)
+    atomic_write(folder / f"{stem}.safetensors", blob)
     target = folder / f"{stem}.json"
-    _atomic_write(target, json.dumps(meta, indent=2, sort_keys=True).encode())
+    atomic_write(target, json.dumps(meta, indent=2, sort_keys=True).encode())
     return target
 
 

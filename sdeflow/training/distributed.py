@@ -109,6 +109,19 @@ class DistributedContext:
             return None
         return torch.cat([p[:s] for p, s in zip(parts, sizes)])
 
+    def all_gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's picklable ``obj``, in rank order, on every rank (``[obj]`` for one process).
+
+        ``torch.distributed.all_gather_object`` (gloo and NCCL; under NCCL the pickles travel through
+        this rank's current CUDA device, which :func:`init_distributed` sets). Send plain data: a
+        tensor comes back on the device it left from.
+        """
+        if not self.active:
+            return [obj]
+        parts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(parts, obj)
+        return parts
+
 
 def launched_by_torchrun() -> bool:
     """True when ``WORLD_SIZE`` (set by torchrun) asks for more than one process."""
@@ -196,6 +209,31 @@ def current_context() -> DistributedContext | None:
     backend = str(dist.get_backend())
     dev = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
     return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, dev)
+
+
+def resolve_context(distributed: "DistributedContext | bool | None", what: str = "distributed") -> DistributedContext | None:
+    """The context a component runs on: ``False`` -> ``None`` (one process); ``None`` -> the running
+    process group's (:func:`current_context`, ``None`` without one); ``True`` -> the running group's,
+    which must exist; a :class:`DistributedContext` -> itself when it has more than one rank.
+
+    Args:
+        distributed: what the caller passed.
+        what: the argument's name, for the error messages.
+
+    Raises:
+        OptionError: ``True`` without a process group of more than one rank, or a value of another type.
+    """
+    if distributed is False:
+        return None
+    if distributed is None or distributed is True:
+        ctx = current_context()
+        if distributed is True and ctx is None:
+            raise OptionError(f"{what}=True but no torch.distributed process group with more than one rank is "
+                              "running; launch with torchrun and call sdeflow.training.init_distributed() first")
+        return ctx
+    if not isinstance(distributed, DistributedContext):
+        raise OptionError(f"{what} must be a DistributedContext, True, False or None, got {distributed!r}")
+    return distributed if distributed.active else None
 
 
 def shutdown_distributed() -> None:

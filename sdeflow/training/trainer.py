@@ -17,7 +17,7 @@ from .checkpoint import (Checkpoint, CheckpointError, list_checkpoints, load_che
                          save_checkpoint)
 from ..sharding import ShardedGenerator
 from .data import BatchSource
-from .distributed import DistributedContext, LossModule, current_context, wrap_ddp
+from .distributed import DistributedContext, LossModule, resolve_context, wrap_ddp
 from .ema import EMA
 from .model_spec import describe_score_model
 
@@ -160,7 +160,7 @@ class Trainer:
         self.device = score_model.device
         self.metadata = dict(metadata or {})
         #: the data-parallel context (``None``: this process alone)
-        self.dist: DistributedContext | None = _resolve_distributed(distributed)
+        self.dist: DistributedContext | None = resolve_context(distributed)
         world = self.dist.world_size if self.dist is not None else 1
         rank = self.dist.rank if self.dist is not None else 0
         self.data = BatchSource(data, cfg.batch_size, seed=cfg.seed, device=self.device,
@@ -480,17 +480,3 @@ class Trainer:
                 torch.cuda.set_rng_state_all(states)
         self.step = int(m["step"])
         self.losses = [tuple(x) for x in m.get("losses", [])]  # type: ignore[misc]
-
-
-def _resolve_distributed(distributed: DistributedContext | bool | None) -> DistributedContext | None:
-    if distributed is False:
-        return None
-    if distributed is None or distributed is True:
-        ctx = current_context()
-        if distributed is True and ctx is None:
-            raise OptionError("distributed=True but no torch.distributed process group with more than one rank is "
-                              "running; launch with torchrun and call sdeflow.training.init_distributed() first")
-        return ctx
-    if not isinstance(distributed, DistributedContext):
-        raise OptionError(f"distributed must be a DistributedContext, True, False or None, got {distributed!r}")
-    return distributed if distributed.active else None

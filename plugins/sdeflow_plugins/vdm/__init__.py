@@ -7,7 +7,7 @@ decoder. See ``docs/plugins/vdm.md``.
 
 import sdeflow
 
-from .decoder import data_to_levels, discretized_gaussian_log_prob, levels_to_data
+from .decoder import decode_levels, decoder_log_probs, discretized_gaussian_log_prob, level_values
 from .loss import (VLBTerms, diffusion_loss, prior_loss, reconstruction_loss, vdm_loss, vlb_breakdown,
                    vlb_terms)
 from .process import VDMProcess
@@ -26,10 +26,11 @@ __all__ = [
     "LinearGamma",
     "VDMProcess",
     "VLBTerms",
-    "data_to_levels",
+    "decode_levels",
+    "decoder_log_probs",
     "diffusion_loss",
     "discretized_gaussian_log_prob",
-    "levels_to_data",
+    "level_values",
     "prior_loss",
     "reconstruction_loss",
     "vdm_loss",

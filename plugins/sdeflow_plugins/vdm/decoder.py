@@ -2,7 +2,9 @@
 
 Data take ``bins`` levels mapped onto ``data_range = (lo, hi)``: level ``k`` is
 ``x_k = lo + k Delta`` with ``Delta = (hi - lo) / (bins - 1)`` (8-bit images: ``bins = 256``,
-``x in {-1, -1 + 2/255, ..., 1}``, reference text 003; sklearn's 8x8 digits: ``bins = 17``).
+``x in {-1, -1 + 2/255, ..., 1}``, reference text 003; sklearn's 8x8 digits: ``bins = 17``). The
+map between levels and values is the core's, :func:`sdeflow.images.levels_to_signed` (with
+``max_level = bins - 1`` and ``value_range = data_range``) and :func:`sdeflow.images.signed_to_levels`.
 
 The decoder (Kingma et al. 2021, the generative model's ``p(x | z_0)``; reference text 003's discretisation)
 factorises over dimensions; each value's probability is the mass that the Gaussian
@@ -27,6 +29,8 @@ from torch import Tensor
 from torch.special import log_ndtr
 
 from sdeflow.errors import OptionError, ShapeError
+from sdeflow.images import levels_to_signed
+from sdeflow.shapes import rand
 
 
 def check_bins(bins: int, data_range: Sequence[float]) -> tuple[int, tuple[float, float]]:
@@ -47,34 +51,6 @@ def bin_width(bins: int, data_range: tuple[float, float]) -> float:
     return (data_range[1] - data_range[0]) / (bins - 1)
 
 
-def levels_to_data(k: Tensor, bins: int, data_range: tuple[float, float] = (-1.0, 1.0),
-                   dtype: torch.dtype | None = None) -> Tensor:
-    """Map integer levels ``k in {0, ..., bins-1}`` to data values ``lo + k Delta``.
-
-    Args:
-        k: integer (or integral float) levels, any shape.
-        bins: number of levels.
-        data_range: ``(lo, hi)``.
-        dtype: result dtype (default: the default float dtype).
-
-    Returns:
-        Data values, shaped like ``k``.
-    """
-    bins, data_range = check_bins(bins, data_range)
-    kf = k.to(dtype or torch.get_default_dtype())
-    if kf.numel() and (bool((kf < 0).any()) or bool((kf > bins - 1).any()) or bool((kf != kf.round()).any())):
-        raise OptionError(f"levels must be integers in [0, {bins - 1}], got values in "
-                          f"[{float(kf.min()):g}, {float(kf.max()):g}]")
-    return data_range[0] + kf * bin_width(bins, data_range)
-
-
-def data_to_levels(x: Tensor, bins: int, data_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
-    """Nearest level index of each value (clamped into ``[0, bins-1]``), as ``torch.long``."""
-    bins, data_range = check_bins(bins, data_range)
-    k = torch.round((x - data_range[0]) / bin_width(bins, data_range))
-    return k.clamp(0, bins - 1).long()
-
-
 def check_on_levels(x: Tensor, bins: int, data_range: tuple[float, float], tol: float = 1e-3) -> None:
     """Raise :class:`OptionError` unless every value of ``x`` is a level (to ``tol`` of a bin width)."""
     delta = bin_width(bins, data_range)
@@ -84,8 +60,8 @@ def check_on_levels(x: Tensor, bins: int, data_range: tuple[float, float], tol: 
         raise OptionError(
             f"VDM data must lie on the {bins} levels lo + k (hi - lo)/{bins - 1} of data_range={data_range} "
             f"(got values in [{float(x.min()):g}, {float(x.max()):g}], largest offset from a level "
-            f"{float(off.max()) * delta:g}); map integer data with levels_to_data(k, bins, data_range), or create "
-            "the process with the matching bins=/data_range= (or check_data=False)"
+            f"{float(off.max()) * delta:g}); map integer data with sdeflow.images.levels_to_signed(k, bins - 1, "
+            "value_range=data_range), or create the process with the matching bins=/data_range= (or check_data=False)"
         )
 
 
@@ -138,9 +114,71 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, scale: Tensor | float
         raise ShapeError(f"mean {tuple(mean.shape)} and scale {tuple(scale.shape)} must broadcast to x "
                          f"{tuple(x.shape)}") from None
     half = 0.5 * bin_width(bins, data_range)
-    k = data_to_levels(x, bins, data_range)
     upper = (x + half - mean) / scale
     lower = (x - half - mean) / scale
-    first, last = k == 0, k == bins - 1
+    first, last = x - data_range[0] < half, data_range[1] - x < half  # the open end bins
     interior = _log_mass(torch.where(first | last, lower - 1.0, lower), upper)  # dummy a < b at the ends
     return torch.where(first, log_ndtr(upper), torch.where(last, log_ndtr(-lower), interior))
+
+
+def level_values(bins: int, data_range: tuple[float, float] = (-1.0, 1.0), dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> Tensor:
+    """The ``bins`` data levels ``lo + k Delta``, ``k = 0..bins-1`` (:func:`sdeflow.images.levels_to_signed`)."""
+    bins, data_range = check_bins(bins, data_range)
+    return levels_to_signed(torch.arange(bins, device=device), bins - 1, dtype, data_range, check=False)
+
+
+def decoder_log_probs(mean: Tensor, scale: Tensor | float, bins: int,
+                      data_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
+    """``log p(x_k | mean, scale)`` of the discretised Gaussian for every level ``k``: the categorical
+    distribution of each value (it sums to one over the last axis).
+
+    Args:
+        mean: Gaussian means, any shape.
+        scale: Gaussian standard deviation (a scalar or a 0-d tensor).
+        bins: number of levels.
+        data_range: ``(lo, hi)``.
+
+    Returns:
+        Log-probabilities (nats), shape ``(*mean.shape, bins)``.
+    """
+    values = level_values(bins, data_range, mean.dtype, mean.device)
+    grid = values.expand(*mean.shape, values.numel())
+    return discretized_gaussian_log_prob(grid, mean[..., None], scale, bins, data_range)
+
+
+#: values decoded per block in :func:`decode_levels` (bounds the ``(block, bins)`` table)
+DECODE_BLOCK = 1 << 16
+
+
+def decode_levels(mean: Tensor, scale: Tensor | float, bins: int, data_range: tuple[float, float] = (-1.0, 1.0),
+                  generator: torch.Generator | None = None, sample: bool = False) -> Tensor:
+    """Levels decoded from the discretised Gaussian ``p(x | mean, scale)``, value by value.
+
+    ``sample=False``: the most likely level ``argmax_k p(x_k)`` (the level nearest ``mean``, except
+    that the open end bins win a little beyond their half-width); ``sample=True``: a draw from the
+    categorical distribution (Gumbel-max with uniforms from ``generator``), as Kingma et al.'s
+    ``generate_x`` draws ``x ~ p(x | z_0)``.
+
+    Args:
+        mean: Gaussian means, any shape.
+        scale: Gaussian standard deviation (a scalar or a 0-d tensor).
+        bins: number of levels.
+        data_range: ``(lo, hi)``.
+        generator: random source when ``sample``.
+        sample: draw instead of taking the mode.
+
+    Returns:
+        ``int64`` levels ``0..bins-1``, shaped like ``mean``.
+    """
+    bins, data_range = check_bins(bins, data_range)
+    flat = mean.reshape(-1)
+    out = torch.empty(flat.shape, dtype=torch.long, device=mean.device)
+    for i in range(0, flat.numel(), DECODE_BLOCK):
+        logp = decoder_log_probs(flat[i:i + DECODE_BLOCK], scale, bins, data_range)
+        if sample:
+            u = rand(logp.shape, generator, logp.device, logp.dtype)
+            tiny = torch.finfo(logp.dtype).tiny
+            logp = logp - torch.log(-torch.log(u.clamp_min(tiny)))  # + Gumbel(0, 1) noise
+        out[i:i + DECODE_BLOCK] = logp.argmax(-1)
+    return out.reshape(mean.shape)
