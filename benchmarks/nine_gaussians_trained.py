@@ -62,7 +62,7 @@ METHODS: dict[str, tuple[str, dict[str, Any], list[tuple[str, str, dict[str, Any
 
 
 #: training steps of the CI recipe (tests/test_methods_trained.py's NINE_STEPS), the default --steps
-CI_STEPS = {"ncsn": 3000, "ddpm": 4000, "ddpm100": 4000, "subvp": 4000}
+CI_STEPS = {"ncsn": 3000, "ddpm": 3000, "ddpm100": 3000, "subvp": 4000}
 
 
 def frequency_stats(samples: torch.Tensor) -> tuple[float, list[int], float, float]:
