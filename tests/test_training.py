@@ -446,7 +446,7 @@ def build(out_dir):
 
 _KILLED_CHILD = _BUILD + """
 import os, signal, sys
-from sdeflow.training import checkpoint
+from sdeflow import atomic
 
 trainer = build(sys.argv[1])
 trainer.fit(4)                      # writes step_00000004 normally
@@ -458,7 +458,7 @@ def replace_then_maybe_die(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
     return real_replace(src, dst)
 
-checkpoint.os.replace = replace_then_maybe_die
+atomic.os.replace = replace_then_maybe_die  # sdeflow.atomic renames every checkpoint file
 trainer.fit(8)                      # killed inside the step-8 save
 raise SystemExit("not killed")
 """
