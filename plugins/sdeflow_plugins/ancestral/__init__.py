@@ -1,12 +1,13 @@
 """Plugin ``ancestral``: DDPM/VDM ancestral sampling for any Gaussian-marginal process."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .sampler import AncestralSampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_samplers(registry: RegistryView) -> None:
     """Register ``ancestral``."""
     registry.add("ancestral", AncestralSampler)
 

@@ -1,12 +1,13 @@
 """Plugin ``ddim``: DDIM (deterministic for eta=0, stochastic for eta>0) for any Gaussian-marginal process."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .sampler import DDIMSampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_samplers(registry: RegistryView) -> None:
     """Register ``ddim``."""
     registry.add("ddim", DDIMSampler)
 

@@ -1,12 +1,13 @@
 """Plugin ``ddpm``: discrete DDPM (Ho et al. 2020) with linear and cosine schedules."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .process import DDPMProcess
 
 
 @sdeflow.hookimpl
-def sdeflow_register_processes(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_processes(registry: RegistryView) -> None:
     """Register ``ddpm``."""
     registry.add("ddpm", DDPMProcess)
 

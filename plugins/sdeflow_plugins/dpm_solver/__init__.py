@@ -1,12 +1,13 @@
 """Plugin ``dpm_solver``: DPM-Solver++ (2M/3M multistep, data prediction) for any Gaussian-marginal process."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .sampler import DPMSolverSampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_samplers(registry: RegistryView) -> None:
     """Register ``dpm_solver``."""
     registry.add("dpm_solver", DPMSolverSampler)
 

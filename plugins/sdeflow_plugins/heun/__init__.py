@@ -1,12 +1,13 @@
 """Plugin ``heun``: EDM's second-order sampler (Karras et al. 2022) for any Gaussian-marginal process."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .sampler import EDMHeunSampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_samplers(registry: RegistryView) -> None:
     """Register ``heun``."""
     registry.add("heun", EDMHeunSampler)
 

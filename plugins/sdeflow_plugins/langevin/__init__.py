@@ -1,12 +1,13 @@
 """Plugin ``langevin``: annealed Langevin dynamics (Song & Ermon 2019)."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .sampler import AnnealedLangevinSampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_samplers(registry: RegistryView) -> None:
     """Register ``langevin``."""
     registry.add("langevin", AnnealedLangevinSampler)
 

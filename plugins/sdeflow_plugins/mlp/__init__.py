@@ -1,12 +1,13 @@
 """Plugin ``mlp``: a time-conditioned MLP for vector data."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .network import TimeMLP, sinusoidal_embedding
 
 
 @sdeflow.hookimpl
-def sdeflow_register_models(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_models(registry: RegistryView) -> None:
     """Register ``mlp``."""
     registry.add("mlp", TimeMLP)
 

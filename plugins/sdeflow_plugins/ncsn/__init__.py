@@ -1,12 +1,13 @@
 """Plugin ``ncsn``: noise-conditional score networks' geometric noise levels (Song & Ermon 2019)."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .process import NCSNProcess
 
 
 @sdeflow.hookimpl
-def sdeflow_register_processes(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_processes(registry: RegistryView) -> None:
     """Register ``ncsn``."""
     registry.add("ncsn", NCSNProcess)
 

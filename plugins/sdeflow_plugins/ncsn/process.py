@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from sdeflow import ForwardProcess
+from sdeflow import ForwardProcess, ScoreModel
 from sdeflow.errors import OptionError
 from sdeflow.shapes import rand
 
@@ -77,7 +77,7 @@ class NCSNProcess(ForwardProcess):
         i = torch.floor(u * self.num_scales).clamp(max=self.num_scales - 1)
         return (i / (self.num_scales - 1)).to(dtype)
 
-    def default_loss(self, score_model, x0, generator=None):  # type: ignore[no-untyped-def]
+    def default_loss(self, score_model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """NCSN's objective: denoising score matching with ``lambda(sigma) = sigma^2`` (Eq. 6)."""
         from sdeflow.losses import denoising_score_matching
 

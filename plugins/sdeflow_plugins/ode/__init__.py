@@ -1,12 +1,13 @@
 """Plugin ``ode``: probability-flow ODE sampling through torchdiffeq."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .sampler import ODESampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_samplers(registry: RegistryView) -> None:
     """Register ``ode``."""
     registry.add("ode", ODESampler)
 

@@ -1,12 +1,13 @@
 """Plugin ``sde``: reverse-time SDE sampling through torchsde."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .sampler import SDESampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_samplers(registry: RegistryView) -> None:
     """Register ``sde``."""
     registry.add("sde", SDESampler)
 

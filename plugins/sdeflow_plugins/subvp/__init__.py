@@ -1,12 +1,13 @@
 """Plugin ``subvp``: the sub-variance-preserving SDE of Song et al. (2021)."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .process import SubVPProcess
 
 
 @sdeflow.hookimpl
-def sdeflow_register_processes(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_processes(registry: RegistryView) -> None:
     """Register ``subvp``."""
     registry.add("subvp", SubVPProcess)
 

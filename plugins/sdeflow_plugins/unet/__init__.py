@@ -1,12 +1,13 @@
 """Plugin ``unet``: the diffusion UNet for images (Ho et al. 2020; Nichol & Dhariwal 2021)."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .network import UNet
 
 
 @sdeflow.hookimpl
-def sdeflow_register_models(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_models(registry: RegistryView) -> None:
     """Register ``unet``."""
     registry.add("unet", UNet)
 

@@ -1,12 +1,13 @@
 """Plugin ``unipc``: UniPC (UniP-p predictor + UniC corrector, data prediction) for any Gaussian-marginal process."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .sampler import UniPCSampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_samplers(registry: RegistryView) -> None:
     """Register ``unipc``."""
     registry.add("unipc", UniPCSampler)
 

@@ -6,6 +6,7 @@ decoder. See ``docs/plugins/vdm.md``.
 """
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .decoder import decode_levels, decoder_log_probs, discretized_gaussian_log_prob, level_values
 from .loss import (VLBTerms, diffusion_loss, prior_loss, reconstruction_loss, vdm_loss, vlb_breakdown,
@@ -15,7 +16,7 @@ from .schedule import GammaSchedule, LearnedGamma, LinearGamma
 
 
 @sdeflow.hookimpl
-def sdeflow_register_processes(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_processes(registry: RegistryView) -> None:
     """Register ``vdm``."""
     registry.add("vdm", VDMProcess)
 

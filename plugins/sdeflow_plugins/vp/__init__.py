@@ -1,12 +1,13 @@
 """Plugin ``vp``: the variance-preserving SDE of Song et al. (2021)."""
 
 import sdeflow
+from sdeflow.registry import RegistryView
 
 from .process import VPProcess
 
 
 @sdeflow.hookimpl
-def sdeflow_register_processes(registry):  # type: ignore[no-untyped-def]
+def sdeflow_register_processes(registry: RegistryView) -> None:
     """Register ``vp``."""
     registry.add("vp", VPProcess)
 
