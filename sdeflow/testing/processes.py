@@ -46,6 +46,14 @@ def _name(p: ForwardProcess) -> str:
     return type(p).__name__
 
 
+def _gaussian_case(process: ForwardProcess, check: str) -> tuple[ForwardProcess, str]:
+    """The float64 copy of ``process`` a Gaussian-marginal check runs on, and its name for messages
+    (:class:`~sdeflow.testing.common.CheckNotApplicable` without Gaussian marginals)."""
+    p = as_float64(process)
+    require_gaussian_marginals(p, check)
+    return p, _name(p)
+
+
 # ---------------------------------------------------------------------------------- helpers
 def linear_drift_coefficient(process: ForwardProcess, t: Tensor) -> Tensor:
     """``c(t)`` with ``f(x, t) = -c(t) x``, after checking that the drift is linear in ``x``.
@@ -227,9 +235,7 @@ def check_process_marginal_finite(process: ForwardProcess) -> None:
     Args:
         process: the process to check.
     """
-    p = as_float64(process)
-    require_gaussian_marginals(p, "check_process_marginal_finite")
-    name = _name(p)
+    p, name = _gaussian_case(process, "check_process_marginal_finite")
     t = time_grid(p, 401)
     a, s = p.marginal(t)
     g = p.diffusion(t)
@@ -273,9 +279,7 @@ def check_process_log_snr(process: ForwardProcess) -> None:
     Args:
         process: the process to check.
     """
-    p = as_float64(process)
-    require_gaussian_marginals(p, "check_process_log_snr")
-    name = _name(p)
+    p, name = _gaussian_case(process, "check_process_log_snr")
     t = time_grid(p, 201)
     lam = p.log_snr(t)
     assert not torch.isnan(lam).any(), f"{name}: log-SNR is NaN on [t_min, t_max]"
@@ -304,9 +308,7 @@ def check_process_moment_equations(process: ForwardProcess, grid: int = 20001) -
         process: the process to check.
         grid: number of quadrature points on ``[t_min, t_max]``.
     """
-    p = as_float64(process)
-    require_gaussian_marginals(p, "check_process_moment_equations")
-    name = _name(p)
+    p, name = _gaussian_case(process, "check_process_moment_equations")
     t = time_grid(p, grid)
     phi, q = sde_moment_factors(p, t)
     a, s = p.marginal(t)
@@ -335,9 +337,7 @@ def check_process_forward_simulation(process: ForwardProcess, n: int = 10_000, s
         steps: Euler-Maruyama steps over ``[t_min, t_max]``.
         seed: seed of the simulation.
     """
-    p = as_float64(process)
-    require_gaussian_marginals(p, "check_process_forward_simulation")
-    name = _name(p)
+    p, name = _gaussian_case(process, "check_process_forward_simulation")
     gmm = mixture_2d()
     fine = 40
     t0 = float(p.t_min)
@@ -379,9 +379,7 @@ def check_process_prior(process: ForwardProcess, n: int = 20_000) -> None:
         process: the process to check.
         n: number of prior samples.
     """
-    p = as_float64(process)
-    require_gaussian_marginals(p, "check_process_prior")
-    name = _name(p)
+    p, name = _gaussian_case(process, "check_process_prior")
     _, s_t = coeffs(p, float(p.t_max))
     std = float(p.prior_std(dtype=F64))
     assert math.isclose(std, s_t, rel_tol=1e-12), f"{name}.prior_std() = {std} but sigma_(t_max) = {s_t}"
@@ -406,9 +404,7 @@ def check_process_exact_mixture_prior(process: ForwardProcess, n: int = 20_000) 
         process: the process to check.
         n: number of samples.
     """
-    p = as_float64(process)
-    require_gaussian_marginals(p, "check_process_exact_mixture_prior")
-    name = _name(p)
+    p, name = _gaussian_case(process, "check_process_exact_mixture_prior")
     gmm = mixture_2d()
     a, s = coeffs(p, float(p.t_max))
     sm = gmm.score_model(p, exact_prior=True)
@@ -436,9 +432,7 @@ def check_process_exact_score(process: ForwardProcess, mixture: str = "2d") -> N
         process: the process to check.
         mixture: ``"1d"``, ``"2d"`` or ``"5d_full"`` (:data:`sdeflow.testing.mixtures.MIXTURES`).
     """
-    p = as_float64(process)
-    require_gaussian_marginals(p, "check_process_exact_score")
-    name = _name(p)
+    p, name = _gaussian_case(process, "check_process_exact_score")
     gmm = MIXTURES[mixture]()
     sm = gmm.score_model(p)
     assert isinstance(sm, ExactMixtureScoreModel)
@@ -499,9 +493,7 @@ def check_process_probability_flow_transport(process: ForwardProcess, n: int = 4
         process: the process to check.
         n: number of samples.
     """
-    p = as_float64(process)
-    require_gaussian_marginals(p, "check_process_probability_flow_transport")
-    name = _name(p)
+    p, name = _gaussian_case(process, "check_process_probability_flow_transport")
     gmm = mixture_2d()
     sm = gmm.score_model(p, exact_prior=True)
     t_mid = frac_time(p, 0.4)
