@@ -22,8 +22,8 @@ import math
 import torch
 
 import sdeflow
-from sdeflow.datasets import gaussian_1d
-from sdeflow.integrators.schedules import log_snr_levels, scaled_sigma
+from sdeflow.data.datasets import gaussian_1d
+from sdeflow.solvers.schedules import log_snr_levels, scaled_sigma
 
 
 def main() -> None:

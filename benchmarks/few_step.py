@@ -48,9 +48,9 @@ import torch
 
 import sdeflow
 from sdeflow import GaussianMixture, ScoreModel
-from sdeflow.datasets import anisotropic_mixture, nine_gaussians
-from sdeflow.integrators.calibration import _levels
-from sdeflow.integrators.schedules import EDM_SIGMA_MIN, last_finite_time, scaled_sigma
+from sdeflow.data.datasets import anisotropic_mixture, nine_gaussians
+from sdeflow.training.calibration import _levels
+from sdeflow.solvers.schedules import EDM_SIGMA_MIN, last_finite_time, scaled_sigma
 
 DATASETS: dict[str, Callable[[], GaussianMixture]] = {
     "nine_gaussians": lambda: nine_gaussians(dtype=torch.float64),

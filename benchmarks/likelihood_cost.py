@@ -1,6 +1,6 @@
 """Cost and accuracy of ``sdeflow.log_likelihood`` vs solver tolerance, exact vs Hutchinson (issue 5).
 
-Problem: by default the nine-Gaussians mixture (``sdeflow.datasets.nine_gaussians``) with its exact score
+Problem: by default the nine-Gaussians mixture (``sdeflow.data.datasets.nine_gaussians``) with its exact score
 and exact prior ``p_T`` (``GaussianMixture.score_model``), ``--n`` samples drawn from the mixture,
 float64 by default (``--target aniso:16`` uses a 16-D anisotropic mixture instead, where the
 exact divergence costs 16 vector-Jacobian products per evaluation). With the exact score and prior, ``log_likelihood`` should return the
@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 import sdeflow
-from sdeflow.datasets import anisotropic_mixture, nine_gaussians
+from sdeflow.data.datasets import anisotropic_mixture, nine_gaussians
 
 
 def run_case(sm: sdeflow.ScoreModel, x: torch.Tensor, truth: torch.Tensor, tol: float, estimator: str,

@@ -45,8 +45,8 @@ from scipy.stats import chi2 as chi2_dist
 from scipy.stats import chisquare, ncx2
 
 import sdeflow
-from sdeflow.datasets import nine_gaussians
-from sdeflow.metrics import mode_coverage
+from sdeflow.data.datasets import nine_gaussians
+from sdeflow.data.metrics import mode_coverage
 from sdeflow.training import Trainer
 
 # method: (process, process options, [(sampler label, sampler, sampler options), ...])

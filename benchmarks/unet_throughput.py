@@ -1,7 +1,7 @@
 """UNet throughput: sdeflow's Trainer and sampler against hand-written PyTorch loops (issue 4).
 
 Training: ``create_model("unet", in_channels=1, image_size=S)`` (defaults otherwise) under ``vp``
-on the digits (``sdeflow.images.load_digits``, padded to ``S``), batch ``B``, Adam lr 1e-3
+on the digits (``sdeflow.data.images.load_digits``, padded to ``S``), batch ``B``, Adam lr 1e-3
 (``foreach=True`` on both sides), EMA and gradient clipping off, full precision (or the same
 autocast on both sides with ``--precision``). The hand loop draws a seeded permutation per epoch,
 ``t ~ U[t_min, 1]``, ``eps ~ N(0, I)``, builds ``x_t = alpha_t x_0 + sigma_t eps`` from the VP
@@ -42,7 +42,7 @@ import torch
 import sdeflow
 from sdeflow.bench.hand_loops import hand_ode
 from sdeflow.bench.overhead import machine
-from sdeflow.images import load_digits
+from sdeflow.data.images import load_digits
 from sdeflow.training import Trainer
 
 LR = 1e-3

@@ -1,8 +1,8 @@
 """Bits per dimension of VDM on sklearn's 8x8 digits after a fixed training budget (issue 4).
 
-Data: ``sdeflow.images.load_digits_levels()`` (scikit-learn's 1,797 images of 8x8 pixels with 17 grey
+Data: ``sdeflow.data.images.load_digits_levels()`` (scikit-learn's 1,797 images of 8x8 pixels with 17 grey
 levels 0..16, shipped with scikit-learn, nothing downloaded), flattened to 64 values and mapped onto
-``[-1, 1]`` with ``sdeflow.images.levels_to_signed(k, 16)``; the first 1,500 images train, the last 297
+``[-1, 1]`` with ``sdeflow.data.images.levels_to_signed(k, 16)``; the first 1,500 images train, the last 297
 test.
 
 Model: ``create_model("mlp", dim=64, hidden=256)`` (eps prediction) on ``create_process("vdm", bins=17,
@@ -43,7 +43,7 @@ import torch
 import sdeflow
 from sdeflow import ScoreModel
 from sdeflow.training import TrainConfig, Trainer
-from sdeflow.images import levels_to_signed, load_digits_levels
+from sdeflow.data.images import levels_to_signed, load_digits_levels
 from sdeflow_plugins.vdm import vlb_breakdown, vlb_terms
 
 VARIANTS = {

@@ -7,20 +7,20 @@ architectures and samplers are pluggy plugins discovered through the ``sdeflow``
 
 from __future__ import annotations
 
-from .hookspecs import hookimpl
-from .process import ForwardProcess
-from .sampler import SampleResult, Sampler
-from .score_model import ScoreModel
-from .shapes import append_dims
-from .marginal_process import MarginalDefinedProcess
+from .plugins.hookspecs import hookimpl
+from .core.process import ForwardProcess
+from .core.sampler import SampleResult, Sampler
+from .core.score_model import ScoreModel
+from .utils.shapes import append_dims
+from .core.marginal_process import MarginalDefinedProcess
 
-from .api import (component_options, create_component, create_model, create_process, create_sampler,
+from .plugins.api import (component_options, create_component, create_model, create_process, create_sampler,
                   list_components, list_plugins)  # noqa: E402
-from .plugin_manager import register_plugin, reload_plugins, unregister_plugin  # noqa: E402
-from .targets import GaussianMixture  # noqa: E402
-from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood  # noqa: E402
+from .plugins.manager import register_plugin, reload_plugins, unregister_plugin  # noqa: E402
+from .data import GaussianMixture  # noqa: E402
+from .core.likelihood import LikelihoodResult, bits_per_dim, log_likelihood  # noqa: E402
 from .training.model_spec import load_score_model  # noqa: E402
-from .integrators.calibration import ScheduleCalibration, calibrate_schedule  # noqa: E402
+from .training.calibration import ScheduleCalibration, calibrate_schedule  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 import sdeflow
-from sdeflow.datasets import nine_gaussians
+from sdeflow.data.datasets import nine_gaussians
 from sdeflow.training import Trainer
 
 F64 = torch.float64

@@ -1,4 +1,4 @@
-"""sdeflow.atomic: complete files or none under the final name."""
+"""sdeflow.utils.atomic: complete files or none under the final name."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeflow.atomic import atomic_path, atomic_write
+from sdeflow.utils.atomic import atomic_path, atomic_write
 
 
 def test_atomic_write_creates_and_replaces(tmp_path: Path) -> None:

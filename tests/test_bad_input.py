@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import sdeflow
-from sdeflow import plugin_manager
+from sdeflow.plugins import manager as plugin_manager
 from sdeflow.errors import OptionError, PluginError, ShapeError, TimeRangeError
 
 

@@ -14,8 +14,8 @@ import sdeflow
 from sdeflow import GaussianMixture
 from sdeflow.bench.metrics import MMD, LogDensityGap, MeanError, SlicedW2
 from sdeflow.bench.targets import prepare_target, target_entropy
-from sdeflow.datasets import gaussian_1d
-from sdeflow.metrics import (gaussian_entropy, gaussian_mmd2_rbf, gaussian_w2, mmd_rbf, sliced_wasserstein,
+from sdeflow.data.datasets import gaussian_1d
+from sdeflow.data.metrics import (gaussian_entropy, gaussian_mmd2_rbf, gaussian_w2, mmd_rbf, sliced_wasserstein,
                              wasserstein_1d)
 
 K_SE = 4.0  # tolerances are 4 standard errors
@@ -95,7 +95,7 @@ def test_mmd_of_identical_sets_is_near_zero() -> None:
 
 def test_mmd_of_shifted_gaussians_matches_the_closed_form() -> None:
     """MMD^2 of N(0, I) and N(dm, I) with k = exp(-|a-b|^2 / (2 h^2)) in closed form
-    (:func:`sdeflow.metrics.gaussian_mmd2_rbf`), against the mean of R independent estimates; the
+    (:func:`sdeflow.data.metrics.gaussian_mmd2_rbf`), against the mean of R independent estimates; the
     tolerance is K_SE standard errors of that mean, estimated from the R estimates themselves."""
     h, dm, m, reps = 1.5, torch.tensor([1.0, 0.0], dtype=torch.float64), 1000, 8
     truth = gaussian_mmd2_rbf(torch.zeros(2), dm, 1.0, h)
@@ -139,7 +139,7 @@ def test_noise_floors_are_at_the_sampling_scale() -> None:
     -mean log p(B) - H with standard error sqrt(sd(log p)^2 / n + se_H^2); the mean error's square has
     expectation tr(Cov) / n."""
     n = 4000
-    tgt = prepare_target("nine", sdeflow.datasets.nine_gaussians(dtype=torch.float64), n, 5, 200_000, "cpu",
+    tgt = prepare_target("nine", sdeflow.data.datasets.nine_gaussians(dtype=torch.float64), n, 5, 200_000, "cpu",
                          torch.float64)
     gap = LogDensityGap()(tgt.reference_b, tgt.reference, tgt)
     assert abs(gap) < K_SE * math.sqrt(tgt.log_prob_sd ** 2 / n + tgt.entropy_se ** 2)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import sdeflow
-from sdeflow.datasets import nine_gaussians
+from sdeflow.data.datasets import nine_gaussians
 from sdeflow.training import CheckpointError, Trainer, list_checkpoints, load_checkpoint, save_checkpoint
-from sdeflow import atomic as atomic_mod
+from sdeflow.utils import atomic as atomic_mod
 
 K = 12  # steps before and after the interruption (2K straight)
 

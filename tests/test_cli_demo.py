@@ -14,7 +14,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from sdeflow.cli import main
-from sdeflow.demo import QUICK_CONFIGS
+from sdeflow.cli.demo import QUICK_CONFIGS
 from sdeflow.training import load_checkpoint, load_score_model
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import sdeflow
 from sdeflow.cli.data import resolve_data
-from sdeflow.images import DequantizedImages, levels_to_signed, load_digits_split, save_images
+from sdeflow.data.images import DequantizedImages, levels_to_signed, load_digits_split, save_images
 from sdeflow.training import load_checkpoint
 
 from common import invoke
@@ -175,7 +175,7 @@ def test_demo_flag_images_runs_the_image_demo(tmp_path: Path, monkeypatch: pytes
     """``sdeflow demo --images`` is ``sdeflow demo images`` with its defaults (vp and vdm, out folder
     image_demo_out unless --out), forwarding --steps, --quick, -n and the common options; the runs
     here are shrunk (sampler steps) through the recorded call."""
-    import sdeflow.image_demo as image_demo
+    import sdeflow.cli.image_demo as image_demo
 
     real, calls = image_demo.run_image_demo, []
 

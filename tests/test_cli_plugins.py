@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import sdeflow
-from sdeflow import plugin_manager
+from sdeflow.plugins import manager as plugin_manager
 from sdeflow.cli import main
 from sdeflow.errors import PluginError
 

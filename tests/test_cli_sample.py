@@ -95,7 +95,7 @@ def test_plot_kinds(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- likelihood
 def test_likelihood_equals_the_library(run2d: Path, tmp_path: Path) -> None:
-    x = sdeflow.datasets.nine_gaussians().sample(12, torch.Generator().manual_seed(5)).float()
+    x = sdeflow.data.datasets.nine_gaussians().sample(12, torch.Generator().manual_seed(5)).float()
     np.save(tmp_path / "x.npy", x.numpy())
     res = invoke("likelihood", str(run2d), "--data", str(tmp_path / "x.npy"), "--method", "rk4", "--steps", "10",
                  "--batch-size", "5", "--out", str(tmp_path / "l.json"), "--bins", "256", "--no-progress")

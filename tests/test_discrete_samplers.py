@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 import sdeflow
-from sdeflow.datasets import gaussian_1d
+from sdeflow.data.datasets import gaussian_1d
 from sdeflow.errors import NonFiniteError, OptionError
 
 F64 = torch.float64

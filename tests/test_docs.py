@@ -2,7 +2,7 @@
 
 Rules (each test names what is missing and where to add it):
 
-* every hook specification in :mod:`sdeflow.hookspecs` (found programmatically, so hooks added
+* every hook specification in :mod:`sdeflow.plugins.hookspecs` (found programmatically, so hooks added
   later are covered) is named in ``docs/writing-a-plugin.md``;
 * every component of every kind registered by sdeflow's own distribution (the built-in
   plugins) is documented on ``docs/plugins/<plugin>.md``, ``<plugin>`` being the entry-point
@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 import sdeflow
-from sdeflow import hookspecs
-from sdeflow.plugin_manager import get_manager
+from sdeflow.plugins import hookspecs
+from sdeflow.plugins.manager import get_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -5,7 +5,7 @@ Ground truth is the exact score of a Gaussian mixture under each process (closed
 metrics:
 
 * the mean log-density gap ``E_p[log p] - mean(log p(samples))`` of 8,000 samples under the
-  mixture ``p`` (:func:`sdeflow.metrics.log_density_gap`), with ``E_p[log p]`` from 200,000
+  mixture ``p`` (:func:`sdeflow.data.metrics.log_density_gap`), with ``E_p[log p]`` from 200,000
   reference draws. Its noise floor is its standard error, ``sd(log p) / sqrt(n)``: about 0.012
   nats for the nine Gaussians and 0.034 for the 16-D mixture at ``n = 8000``;
 * the *paired* bias of a deterministic sampler: the same gap measured against the
@@ -34,9 +34,9 @@ from torch import Tensor, nn
 
 import sdeflow
 from sdeflow import ForwardProcess, GaussianMixture, ScoreModel, append_dims
-from sdeflow.datasets import anisotropic_mixture, gaussian_1d, nine_gaussians
+from sdeflow.data.datasets import anisotropic_mixture, gaussian_1d, nine_gaussians
 from sdeflow.errors import IncompatibleError, NonFiniteError, OptionError, UnknownComponentError
-from sdeflow.integrators.schedules import EDM_SIGMA_MIN, GridCoefficients, edm_times, scaled_sigma, solver_times
+from sdeflow.solvers.schedules import EDM_SIGMA_MIN, GridCoefficients, edm_times, scaled_sigma, solver_times
 from sdeflow.testing import ReferenceOUProcess
 from common import gen
 
@@ -125,7 +125,7 @@ def test_dpm_solver_accuracy_on_exact_mixtures(data: str, process_name: str) -> 
     b3, b3_se = paired_bias(res.samples)
     assert abs(b3) < 0.03, f"{data}/{process_name}: 3M/100 bias {b3:.4f}"
     lp = gmm.log_prob(res.samples)
-    gap = e_lp - float(lp.mean())  # = sdeflow.metrics.log_density_gap with the cached reference mean
+    gap = e_lp - float(lp.mean())  # = sdeflow.data.metrics.log_density_gap with the cached reference mean
     se = math.hypot(float(lp.std()) / math.sqrt(N), e_se)
     assert abs(gap) < 0.03 + 3.0 * se, f"{data}/{process_name}: 3M/100 gap {gap:.4f} +- {se:.4f}"
 

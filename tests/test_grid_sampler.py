@@ -1,4 +1,4 @@
-"""``sdeflow.integrators.grid_sampler.GridSampler``: the loop every hand-written sampler shares, used by a
+"""``sdeflow.solvers.grid_sampler.GridSampler``: the loop every hand-written sampler shares, used by a
 third-party sampler written only as a grid, a plan and a step.
 
 The sampler below is Heun's method on the probability-flow ODE in ``t`` (two evaluations a step),
@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 import sdeflow
 from sdeflow import ScoreModel
-from sdeflow.datasets import gaussian_1d
+from sdeflow.data.datasets import gaussian_1d
 from sdeflow.errors import NonFiniteError
-from sdeflow.integrators.grid_sampler import GridRun, GridSampler
+from sdeflow.solvers.grid_sampler import GridRun, GridSampler
 
 
 class FlowHeunSampler(GridSampler):

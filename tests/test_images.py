@@ -1,4 +1,4 @@
-"""Image data (sdeflow.images): the digits, conversions, PNG folders, tensor files, dequantized
+"""Image data (sdeflow.data.images): the digits, conversions, PNG folders, tensor files, dequantized
 batches, splits and sample grids."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from sdeflow.errors import OptionError, ShapeError
-from sdeflow.images import (DequantizedImages, from_uint8, levels_to_signed, load_digits, load_digits_levels,
+from sdeflow.data.images import (DequantizedImages, from_uint8, levels_to_signed, load_digits, load_digits_levels,
                             load_image_folder, load_image_tensor, make_grid, resize_images, save_image_grid,
                             save_image_tensor, save_images, signed_to_levels, split_holdout, to_uint8)
 

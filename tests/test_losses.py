@@ -1,4 +1,4 @@
-"""Denoising score-matching losses (sdeflow.losses): every weighting on every process.
+"""Denoising score-matching losses (sdeflow.core.losses): every weighting on every process.
 
 The ground truth: for a 1-D Gaussian target ``N(m, v)`` and a process with marginal
 ``x_t = a x0 + s eps``, ``p_t = N(a m, a^2 v + s^2)``. The EXACT eps-model
@@ -25,10 +25,10 @@ import torch
 from torch import Tensor
 
 import sdeflow
-from sdeflow import parametrization as P
-from sdeflow.datasets import gaussian_1d
+from sdeflow.core import parametrization as P
+from sdeflow.data.datasets import gaussian_1d
 from sdeflow.errors import OptionError
-from sdeflow.losses import denoising_score_matching, sample_importance_time
+from sdeflow.core.losses import denoising_score_matching, sample_importance_time
 
 F64 = torch.float64
 MEAN, STD = 5.0, 2.0

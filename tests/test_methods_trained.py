@@ -49,8 +49,8 @@ import torch
 from scipy.stats import chisquare, ncx2
 
 import sdeflow
-from sdeflow.datasets import gaussian_1d, nine_gaussians
-from sdeflow.metrics import mode_coverage
+from sdeflow.data.datasets import gaussian_1d, nine_gaussians
+from sdeflow.data.metrics import mode_coverage
 from sdeflow.training import Trainer
 
 N_NINE = 5_000  # samples per sampler, as the issue asks

@@ -29,7 +29,7 @@ from torch import Tensor
 
 import sdeflow
 from sdeflow import GaussianMixture
-from sdeflow.datasets import gaussian_1d
+from sdeflow.data.datasets import gaussian_1d
 from common import gen
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -1,4 +1,4 @@
-"""The four network parametrizations and their conversions (``sdeflow.parametrization``).
+"""The four network parametrizations and their conversions (``sdeflow.core.parametrization``).
 
 With ``x_t = a x0 + s eps``: ``score = -eps / s``, ``x0 = (x_t - s eps) / a``,
 ``v = a eps - s x0`` (Song et al. 2021, Eq. 7; Salimans & Ho 2022, Eq. 9). The relations must
@@ -12,9 +12,9 @@ import torch
 from torch import Tensor, nn
 
 import sdeflow
-from sdeflow import parametrization as P
+from sdeflow.core import parametrization as P
 from sdeflow.errors import OptionError
-from sdeflow.shapes import append_dims
+from sdeflow.utils.shapes import append_dims
 
 F64 = torch.float64
 KINDS = P.PARAMETRIZATIONS

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 import sdeflow
 from sdeflow import ForwardProcess, ScoreModel, append_dims
-from sdeflow.datasets import gaussian_1d
+from sdeflow.data.datasets import gaussian_1d
 from sdeflow.errors import IncompatibleError, NonFiniteError, OptionError, PluginError, UnknownComponentError
-from sdeflow.integrators.predictor_corrector import Corrector, PCContext, Predictor
+from sdeflow.solvers.predictor_corrector import Corrector, PCContext, Predictor
 from common import assert_moments as check_moments, gaussian_marginal_moments, gen
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import sdeflow
-from sdeflow import plugin_manager
+from sdeflow.plugins import manager as plugin_manager
 from sdeflow.errors import OptionError, PluginConflictError, PluginError, UnknownComponentError
 
 BUILTINS = {"process": {"vp", "subvp", "ve"}, "model": {"mlp"}, "sampler": {"sde", "ode"}}

@@ -22,8 +22,8 @@ from scipy import stats
 from torch import Tensor
 
 import sdeflow
-from sdeflow.datasets import gaussian_1d, nine_gaussians
-from sdeflow.targets.gaussian_mixture import ExactMixtureScoreModel
+from sdeflow.data.datasets import gaussian_1d, nine_gaussians
+from sdeflow.data.gaussian_mixture import ExactMixtureScoreModel
 
 F64 = torch.float64
 N_SAMPLES = 10_000

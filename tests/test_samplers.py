@@ -23,11 +23,11 @@ from torchdiffeq import odeint
 
 import sdeflow
 from sdeflow import ForwardProcess, GaussianMixture, ScoreModel, append_dims
-from sdeflow.datasets import gaussian_1d, nine_gaussians
+from sdeflow.data.datasets import gaussian_1d, nine_gaussians
 from sdeflow.errors import NonFiniteError
-from sdeflow.integrators.brownian import ScaledBrownian
-from sdeflow.integrators.ode import ADAPTIVE_METHODS, ODE_METHODS, FlowField
-from sdeflow.integrators.sde import SDE_METHODS
+from sdeflow.solvers.brownian import ScaledBrownian
+from sdeflow.solvers.ode import ADAPTIVE_METHODS, ODE_METHODS, FlowField
+from sdeflow.solvers.sde import SDE_METHODS
 from common import assert_moments as check_moments, gaussian_marginal_moments, gen
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 import sdeflow
-from sdeflow.datasets import nine_gaussians
+from sdeflow.data.datasets import nine_gaussians
 from sdeflow.errors import OptionError
-from sdeflow.integrators.schedules import EDM_SIGMA_MIN, edm_times, scaled_sigma, solver_times
+from sdeflow.solvers.schedules import EDM_SIGMA_MIN, edm_times, scaled_sigma, solver_times
 
 from common import gen
 from test_fast_samplers import with_fixed_prior

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 import sdeflow
 from sdeflow import testing as kit
-from sdeflow.plugin_manager import get_manager
+from sdeflow.plugins.manager import get_manager
 from sdeflow.testing.pytest_plugin import ComponentSpec, model_shape, parse_component_line
 
 pytest_plugins = ["pytester"]

@@ -1,5 +1,5 @@
 """The Trainer loop (warm-up, clipping, EMA, data order, callbacks, NaN handling, precision) and
-the toy data sets of sdeflow.datasets."""
+the toy data sets of sdeflow.data.datasets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import sdeflow
-from sdeflow.datasets import checkerboard, gaussian_1d, nine_gaussians, swiss_roll, two_moons
+from sdeflow.data.datasets import checkerboard, gaussian_1d, nine_gaussians, swiss_roll, two_moons
 from sdeflow.errors import NonFiniteError, OptionError, ShapeError
 from sdeflow.training import EMA, BatchSource, Trainer, load_checkpoint
 
@@ -433,7 +433,7 @@ def test_toy_sets_train(name: str) -> None:
 # The builder runs in a child process (which is SIGKILLed) and here (which resumes); one source for both.
 _BUILD = """
 import torch, sdeflow
-from sdeflow.datasets import nine_gaussians
+from sdeflow.data.datasets import nine_gaussians
 from sdeflow.training import Trainer
 
 def build(out_dir):
@@ -446,7 +446,7 @@ def build(out_dir):
 
 _KILLED_CHILD = _BUILD + """
 import os, signal, sys
-from sdeflow import atomic
+from sdeflow.utils import atomic
 
 trainer = build(sys.argv[1])
 trainer.fit(4)                      # writes step_00000004 normally
@@ -458,7 +458,7 @@ def replace_then_maybe_die(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
     return real_replace(src, dst)
 
-atomic.os.replace = replace_then_maybe_die  # sdeflow.atomic renames every checkpoint file
+atomic.os.replace = replace_then_maybe_die  # sdeflow.utils.atomic renames every checkpoint file
 trainer.fit(8)                      # killed inside the step-8 save
 raise SystemExit("not killed")
 """

@@ -12,7 +12,7 @@ import torch
 
 import sdeflow
 from sdeflow.errors import OptionError, ShapeError
-from sdeflow.images import DequantizedImages, load_digits, load_digits_levels
+from sdeflow.data.images import DequantizedImages, load_digits, load_digits_levels
 from sdeflow.testing import check_model
 from sdeflow.training import Trainer
 from sdeflow_plugins.unet.blocks import AttentionBlock, group_count

@@ -12,7 +12,7 @@ from torch import Tensor
 
 import sdeflow
 from sdeflow import ScoreModel
-from sdeflow.datasets import gaussian_1d, nine_gaussians
+from sdeflow.data.datasets import gaussian_1d, nine_gaussians
 from sdeflow.errors import NonFiniteError, OptionError
 
 from common import gen

@@ -30,9 +30,9 @@ from torch import Tensor
 import sdeflow
 from sdeflow import ScoreModel
 from sdeflow.errors import IncompatibleError, OptionError
-from sdeflow.losses import denoising_score_matching
+from sdeflow.core.losses import denoising_score_matching
 from sdeflow.testing.mixtures import mixture_1d
-from sdeflow.images import levels_to_signed, load_digits_levels, signed_to_levels
+from sdeflow.data.images import levels_to_signed, load_digits_levels, signed_to_levels
 from sdeflow_plugins.vdm import (LearnedGamma, LinearGamma, VDMProcess, decode_levels, decoder_log_probs,
                                  diffusion_loss, discretized_gaussian_log_prob, prior_loss, reconstruction_loss,
                                  vdm_loss, vlb_breakdown, vlb_terms)

@@ -26,8 +26,8 @@ from typing import Any, Callable
 import torch
 
 from ..errors import OptionError
-from ..integrators.schedules import scaled_sigma, t_from_scaled_sigma
-from ..process import ForwardProcess
+from ..solvers.schedules import scaled_sigma, t_from_scaled_sigma
+from ..core.process import ForwardProcess
 
 #: (budget, process) -> sampler options, or None when the budget is too small for the configuration
 OptionsFn = Callable[[int, ForwardProcess], "dict[str, Any] | None"]
@@ -117,7 +117,7 @@ def resolve_config(label: str) -> SamplerConfig:
     for c in BUILTIN_CONFIGS:
         if c.label == label:
             return c
-    from ..api import component_options, list_plugins
+    from ..plugins.api import component_options, list_plugins
 
     if label in list_plugins()["sampler"] and "steps" in component_options("sampler", label):
         return SamplerConfig(label, label, lambda b, p: dict(steps=b))

@@ -7,7 +7,7 @@ samples up to rounding (the overhead benchmark checks it) and the time ratio sam
 measures the sampler's machinery alone. The ``sde``/``ode`` loops use VP's formulas
 (``beta(t) = beta_min + t (beta_max - beta_min)``, ``f = -beta x / 2``, ``g^2 = beta``); the
 ``ddim``, ``dpm_solver`` and ``heun`` loops take their time grids from
-:mod:`sdeflow.integrators.schedules` (computed once, before the loop, as the samplers do) and
+:mod:`sdeflow.solvers.schedules` (computed once, before the loop, as the samplers do) and
 write each step's formula by hand.
 
 Every loop has the signature ``loop(score_model, shape, generator, **options) -> (samples, nfe)``
@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from ..errors import OptionError
-from ..integrators.schedules import GridCoefficients, edm_times, solver_times
-from ..score_model import ScoreModel
+from ..solvers.schedules import GridCoefficients, edm_times, solver_times
+from ..core.score_model import ScoreModel
 
 HandLoop = Callable[..., "tuple[Tensor, int]"]
 

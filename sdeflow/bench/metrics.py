@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..errors import OptionError
-from ..metrics import covariance_error, mean_error, sliced_wasserstein
+from ..data.metrics import covariance_error, mean_error, sliced_wasserstein
 from .targets import PreparedTarget
 
 
@@ -50,7 +50,7 @@ class Metric:
 
 
 class SlicedW2(Metric):
-    """Sliced Wasserstein-2 distance (Rabin et al. 2011; :func:`sdeflow.metrics.sliced_wasserstein`),
+    """Sliced Wasserstein-2 distance (Rabin et al. 2011; :func:`sdeflow.data.metrics.sliced_wasserstein`),
     exact ``W_2`` in 1-D.
 
     Args:
@@ -78,7 +78,7 @@ class MMD(Metric):
         MMD_u^2 = 1/(m(m-1)) sum_{i != j} [k(x_i, x_j) + k(y_i, y_j)] - 2/m^2 sum_{i,j} k(x_i, y_j)
 
     The reference set's own term is computed once per target (the estimator equals
-    :func:`sdeflow.metrics.mmd_rbf` with the same bandwidth; tested).
+    :func:`sdeflow.data.metrics.mmd_rbf` with the same bandwidth; tested).
 
     Args:
         max_samples: rows of each set used (the estimator costs ``O(m^2 d)``).

@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..api import create_model, create_process, create_sampler
-from ..datasets import gaussian_1d
-from ..score_model import ScoreModel
+from ..plugins.api import create_model, create_process, create_sampler
+from ..data.datasets import gaussian_1d
+from ..core.score_model import ScoreModel
 from .hand_loops import HAND_LOOPS
 
 Run = Callable[[torch.Generator], "tuple[torch.Tensor, int]"]

@@ -48,9 +48,9 @@ import torch
 from torch import Tensor
 
 from ..errors import IncompatibleError, OptionError
-from ..process import ForwardProcess
-from ..score_model import ScoreModel
-from ..shapes import append_dims
+from ..core.process import ForwardProcess
+from ..core.score_model import ScoreModel
+from ..utils.shapes import append_dims
 
 #: diffusers' training timesteps
 NUM_TRAIN_TIMESTEPS = 1000

@@ -25,9 +25,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..api import create_component, create_process, create_sampler, list_components
+from ..plugins.api import create_component, create_process, create_sampler, list_components
 from ..errors import OptionError, SdeflowError
-from ..plugin_manager import get_manager
+from ..plugins.manager import get_manager
 from ..training.distributed import DistributedContext, resolve_context
 from .configs import SamplerConfig, resolve_config
 from .metrics import metric_formula

@@ -24,10 +24,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..datasets import anisotropic_mixture, gaussian_1d, nine_gaussians
+from ..data.datasets import anisotropic_mixture, gaussian_1d, nine_gaussians
 from ..errors import OptionError
-from ..metrics import gaussian_entropy
-from ..targets import GaussianMixture
+from ..data.metrics import gaussian_entropy
+from ..data import GaussianMixture
 
 #: name -> (factory, one-line description): the targets of issue 6
 BUILTIN_TARGETS: dict[str, tuple[Callable[[], Any], str]] = {

@@ -46,7 +46,7 @@ from typing import Any
 import click
 
 from ..errors import OptionError
-from ..parametrization import PARAMETRIZATIONS
+from ..core.parametrization import PARAMETRIZATIONS
 from ..training.trainer import TrainConfig
 from .options import DTYPE_CHOICES
 

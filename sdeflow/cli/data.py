@@ -1,8 +1,8 @@
 """Data sets by name or file for the command line: a small registry and a resolver.
 
-``--data NAME`` picks a registered set (the toys of :mod:`sdeflow.datasets` and scikit-learn's
+``--data NAME`` picks a registered set (the toys of :mod:`sdeflow.data.datasets` and scikit-learn's
 ``digits`` images are built in); ``--data PATH`` reads a ``.pt`` / ``.pth`` / ``.npz`` / ``.npy``
-file of shape ``(N, *dims)`` (4-D arrays are images, read through :mod:`sdeflow.images`) or a
+file of shape ``(N, *dims)`` (4-D arrays are images, read through :mod:`sdeflow.data.images`) or a
 folder of PNG images. Options come from ``--data-opt KEY=VALUE``. More sets plug in by name with
 :func:`register_dataset`::
 
@@ -24,10 +24,10 @@ import click
 import torch
 from torch import Tensor
 
-from .. import datasets as toys
+from ..data import datasets as toys
 from ..errors import SdeflowError
-from ..images import DequantizedImages
-from ..targets import GaussianMixture
+from ..data.images import DequantizedImages
+from ..data import GaussianMixture
 
 FILE_SUFFIXES = (".pt", ".pth", ".npz", ".npy")
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -123,7 +123,7 @@ register_dataset("checkerboard", _sampled(toys.checkerboard), "2-D 4x4 checkerbo
 
 def _digits(default_size: int) -> Callable[..., Any]:
     def build(dtype: torch.dtype, size: int = default_size, split: str = "train", n: int | None = None) -> Any:
-        from ..images import DIGITS_LEVELS, load_digits_split
+        from ..data.images import DIGITS_LEVELS, load_digits_split
 
         try:
             levels = load_digits_split(split, size)
@@ -169,7 +169,7 @@ class ResolvedData:
     def for_process(self, process: Any) -> "ResolvedData":
         """The data as ``process`` models them.
 
-        Quantised images (:class:`sdeflow.images.DequantizedImages`, e.g. ``digits``) stay uniformly
+        Quantised images (:class:`sdeflow.data.images.DequantizedImages`, e.g. ``digits``) stay uniformly
         dequantized for a process of continuous data, so that its density bounds the discrete
         likelihood (Theis et al. 2016); a process of discrete data (an integer ``bins`` attribute,
         e.g. ``vdm``, whose decoder scores the levels themselves, Kingma et al. 2021) gets their
@@ -179,8 +179,8 @@ class ResolvedData:
         Raises:
             click.BadParameter: the process models another number of levels than the data have.
         """
-        from ..image_demo import discrete_bins
-        from ..images import levels_to_signed
+        from .image_demo import discrete_bins
+        from ..data.images import levels_to_signed
 
         want = discrete_bins(process)
         if want is None or not isinstance(self.data, DequantizedImages):
@@ -209,7 +209,7 @@ class ResolvedData:
                 raise click.BadParameter(f"asked for {n} rows but the data set has {size}", param_hint="-n")
             if isinstance(self.data, Tensor):
                 return self.data if n is None else self.data[:n]
-            from ..likelihood import dequantize
+            from ..core.likelihood import dequantize
 
             d = self.data
             levels = d.levels if n is None else d.levels[:n]
@@ -281,16 +281,16 @@ def _plain(x: Tensor, path: Path, options: dict[str, Any], dtype: torch.dtype, f
 
 
 def as_images(x: Tensor, path: Path, options: dict[str, Any], dtype: torch.dtype, flag: str = "--data") -> Tensor:
-    """A 4-D array as images ``(N, C, H, W)`` (:func:`sdeflow.images.images_from_array`): ``uint8`` pixels
+    """A 4-D array as images ``(N, C, H, W)`` (:func:`sdeflow.data.images.images_from_array`): ``uint8`` pixels
     ``0..255`` onto ``[-1, 1]``; floating values mapped from ``value_range`` onto ``[-1, 1]`` when the
     option is given, else taken as they are (so the outputs of ``sdeflow sample`` feed back unchanged);
     ``layout`` ``auto`` (default), ``nchw`` or ``nhwc``.
 
     Raises:
         click.BadParameter: an integer dtype other than ``uint8``, values outside ``value_range``,
-            an ambiguous or non-square layout (sdeflow.images' message).
+            an ambiguous or non-square layout (sdeflow.data.images' message).
     """
-    from ..images import images_from_array, to_nchw
+    from ..data.images import images_from_array, to_nchw
 
     layout = options.get("layout", "auto")
     value_range = options.get("value_range")
@@ -311,14 +311,14 @@ def as_images(x: Tensor, path: Path, options: dict[str, Any], dtype: torch.dtype
 
 
 def load_png_folder(path: Path, options: dict[str, Any], dtype: torch.dtype, flag: str = "--data") -> Tensor:
-    """Every PNG of a folder as images ``(N, C, H, W)`` in ``[-1, 1]`` (:func:`sdeflow.images.load_image_folder`;
+    """Every PNG of a folder as images ``(N, C, H, W)`` in ``[-1, 1]`` (:func:`sdeflow.data.images.load_image_folder`;
     options ``channels``, ``size``, ``pattern``; ``n`` is applied by the caller).
 
     Raises:
-        click.BadParameter: unknown options, or sdeflow.images' error (no images, unreadable files,
+        click.BadParameter: unknown options, or sdeflow.data.images' error (no images, unreadable files,
             sizes that differ, non-square images).
     """
-    from ..images import load_image_folder
+    from ..data.images import load_image_folder
 
     bad = sorted(set(options) - set(FOLDER_OPTIONS))
     if bad:
@@ -407,7 +407,7 @@ def dataset_help() -> str:
 def infer_process_options(process: str, data: ResolvedData, options: dict[str, Any]) -> dict[str, Any]:
     """Fill ``bins`` (the number of data levels) for a process of discrete data that takes it
     (``vdm``) from data that know it (``digits``: 17), unless given."""
-    from ..api import component_options
+    from ..plugins.api import component_options
 
     out = dict(options)
     if data.bins is None or "bins" in out:
@@ -425,7 +425,7 @@ def infer_model_options(model: str, sample_shape: tuple[int, ...], options: dict
     """Fill the size options a network needs from the data's sample shape, unless given:
     ``dim = prod(sample_shape)`` for networks that take ``dim`` (``mlp``), ``in_channels`` and
     ``image_size`` from ``(c, s, s)`` for those that take them (``unet``)."""
-    from ..api import component_options
+    from ..plugins.api import component_options
 
     try:
         known = component_options("model", model)

@@ -53,7 +53,7 @@ def demo_command(ctx: click.Context, out_dir: str, n: int, steps: int | None, qu
                    n_samples=n if given["n"] else None, steps=steps, quick=quick, progress=progress, device=device,
                    seed=seed, dtype=dtype)
         return
-    from ..demo import run_demo
+    from .demo import run_demo
 
     run_demo(out_dir, n=n, seed=resolve_seed(seed), quick=quick, echo=click.echo, steps=steps,
              device=resolve_device(device), dtype=resolve_dtype(dtype), progress=progress)
@@ -98,8 +98,8 @@ def image_demo_command(out_dir: str, processes: tuple[str, ...], minutes: float,
       sdeflow demo images --process vdm --steps 1000 --out vdm_digits
       sdeflow demo images --quick               # seconds, for a smoke test
     """
-    from ..api import list_plugins
-    from ..image_demo import run_image_demo
+    from ..plugins.api import list_plugins
+    from .image_demo import run_image_demo
 
     names = list(dict.fromkeys(processes or IMAGE_DEMO_PROCESSES))
     known = list_plugins()["process"]
@@ -127,11 +127,11 @@ def image_demo_command(out_dir: str, processes: tuple[str, ...], minutes: float,
                                           sampler=sampler, sampler_options=sampler_options or None,
                                           model_options=model_options, seed=s, device=dev, dtype=dt, decode=decode,
                                           progress=progress, echo=click.echo, **kwargs))
-    from ..image_demo import format_summary
+    from .image_demo import format_summary
 
     text = format_summary(results, out)
     with cli_errors():
-        from ..atomic import atomic_write
+        from ..utils.atomic import atomic_write
 
         atomic_write(out / "summary.md", text)
     click.echo(text, nl=False)

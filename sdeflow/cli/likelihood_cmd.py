@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..likelihood import ESTIMATORS, PROBES
+from ..core.likelihood import ESTIMATORS, PROBES
 from .main import main
 from .options import cli_errors, common_options, parse_assignments, progress_option, resolve_device, resolve_seed
 
@@ -80,8 +80,8 @@ def _likelihood(run: Any, data: str | None, data_opt: tuple[str, ...], n: int | 
                 seed: int | None) -> None:
     import torch
 
-    from ..image_demo import discrete_bins
-    from ..likelihood import bits_per_dim, log_likelihood
+    from .image_demo import discrete_bins
+    from ..core.likelihood import bits_per_dim, log_likelihood
     from .data import resolve_data
 
     seed_v = resolve_seed(seed)

@@ -9,8 +9,8 @@ from typing import Any
 import click
 import torch
 
-from ..score_model import ScoreModel
-from ..targets import GaussianMixture
+from ..core.score_model import ScoreModel
+from ..data import GaussianMixture
 from ..training.distributed import DistributedContext
 from .data import resolve_data
 from .options import cli_errors, resolve_dtype

@@ -160,7 +160,7 @@ def build_component(kind: str, name: str, options: dict[str, Any], flag: str | N
         click.BadParameter: an unknown name or bad options; the message is sdeflow's, which lists
             the valid names or options.
     """
-    from ..api import create_component, create_model, create_process, create_sampler
+    from ..plugins.api import create_component, create_model, create_process, create_sampler
 
     factory = {"process": create_process, "model": create_model, "sampler": create_sampler}.get(kind)
     try:

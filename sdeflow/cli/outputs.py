@@ -12,7 +12,7 @@ import click
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_path
+from ..utils.atomic import atomic_path
 
 SAMPLE_SUFFIXES = (".pt", ".npz")
 #: images drawn on a sample grid at most
@@ -97,8 +97,8 @@ def plot_samples(path: Path, samples: Tensor, title: str = "", reference: Tensor
 
 def save_image_grid(path: Path, images: Tensor) -> None:
     """An image grid PNG of ``(n, c, h, w)`` images in ``[-1, 1]`` (clamped): ``ceil(sqrt(n))`` per row,
-    small images enlarged by an integer factor to at least 32 pixels (:func:`sdeflow.images.save_image_grid`)."""
-    from ..images import save_image_grid as grid
+    small images enlarged by an integer factor to at least 32 pixels (:func:`sdeflow.data.images.save_image_grid`)."""
+    from ..data.images import save_image_grid as grid
 
     n, h = images.shape[0], images.shape[-1]
     grid(images.clamp(-1, 1), path, nrow=max(1, math.ceil(math.sqrt(n))), upscale=max(1, math.ceil(GRID_PIXELS / h)))

@@ -9,7 +9,7 @@ import warnings
 import click
 
 from ..errors import PluginError
-from ..plugin_manager import DISABLE_ENV, STRICT_ENV, get_manager
+from ..plugins.manager import DISABLE_ENV, STRICT_ENV, get_manager
 from .main import main
 
 

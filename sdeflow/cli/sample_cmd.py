@@ -20,7 +20,7 @@ DECODE_CHOICES = ("mode", "sample", "none")
 
 def decodes(process: Any) -> bool:
     """Whether ``process`` maps its final states onto data (overrides :meth:`ForwardProcess.decode`, e.g. vdm)."""
-    from ..process import ForwardProcess
+    from ..core.process import ForwardProcess
 
     return type(process).decode is not ForwardProcess.decode
 
@@ -138,7 +138,7 @@ def _quality_line(target: Any, x: Any, seed: int) -> str:
     """Sample quality against the exact training density (the demo's statistics)."""
     import torch
 
-    from ..metrics import log_density_gap, log_density_gap_stderr, mode_coverage, sliced_wasserstein
+    from ..data.metrics import log_density_gap, log_density_gap_stderr, mode_coverage, sliced_wasserstein
 
     ref = target.sample(100_000, torch.Generator().manual_seed(seed + 2))
     same = target.sample(x.shape[0], torch.Generator().manual_seed(seed + 3))

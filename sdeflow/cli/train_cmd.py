@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..parametrization import PARAMETRIZATIONS
+from ..core.parametrization import PARAMETRIZATIONS
 from .config import RunConfig, apply_overrides, coerce_training_value, load_config
 from .data import dataset_help, infer_model_options, infer_process_options, resolve_data
 from .main import main
@@ -98,7 +98,7 @@ def run_training(cfg: RunConfig, progress: bool = True, resume: bool = True, ech
 def _train(cfg: RunConfig, ctx: Any, dev: Any, progress: bool, resume: bool, echo: Any) -> Any:
     import torch
 
-    from ..score_model import ScoreModel
+    from ..core.score_model import ScoreModel
     from ..training import Trainer, list_checkpoints, load_checkpoint
     from ..training.model_spec import describe_score_model
     from .outputs import write_losses

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..process import ForwardProcess
+from ..core.process import ForwardProcess
 
 #: every check computes in double precision
 F64 = torch.float64

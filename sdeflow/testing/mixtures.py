@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-from ..targets import GaussianMixture
+from ..data import GaussianMixture
 from .common import F64
 
 

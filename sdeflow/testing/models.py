@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..score_model import ScoreModel
+from ..core.score_model import ScoreModel
 from .common import F64, assert_close
 from .reference import ReferenceOUProcess
 

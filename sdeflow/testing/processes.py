@@ -31,12 +31,12 @@ import torchsde
 from torch import Tensor, nn
 from torch.distributions import Normal
 
-from ..api import create_sampler
+from ..plugins.api import create_sampler
 from ..errors import TimeRangeError
-from ..integrators.brownian import StepNoise
-from ..process import ForwardProcess
-from ..score_model import ScoreModel
-from ..targets.gaussian_mixture import ExactMixtureScoreModel, GaussianMixture
+from ..solvers.brownian import StepNoise
+from ..core.process import ForwardProcess
+from ..core.score_model import ScoreModel
+from ..data.gaussian_mixture import ExactMixtureScoreModel, GaussianMixture
 from .common import (F64, CheckNotApplicable, as_float64, assert_close, assert_moments, coeffs, frac_time,
                      require_gaussian_marginals, time_grid)
 from .mixtures import MIXTURES, marginal_moments, mixture_1d, mixture_2d, reference_marginal

@@ -159,7 +159,7 @@ def plugin_components(plugin: str) -> list[ComponentSpec]:
     Raises:
         pytest.UsageError: no such plugin, or it failed to load (with its error).
     """
-    from ..plugin_manager import get_manager
+    from ..plugins.manager import get_manager
 
     mgr = get_manager()
     info = mgr.plugins.get(plugin)

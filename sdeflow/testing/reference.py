@@ -8,8 +8,8 @@ import math
 import torch
 from torch import Tensor
 
-from ..process import ForwardProcess
-from ..targets.gaussian_mixture import ExactMixtureScoreModel
+from ..core.process import ForwardProcess
+from ..data.gaussian_mixture import ExactMixtureScoreModel
 
 
 class ReferenceOUProcess(ForwardProcess):

@@ -32,9 +32,9 @@ import torch
 from torch import Tensor
 
 from ..errors import IncompatibleError, ShapeError
-from ..process import ForwardProcess
-from ..sampler import SampleResult, Sampler
-from ..targets import GaussianMixture
+from ..core.process import ForwardProcess
+from ..core.sampler import SampleResult, Sampler
+from ..data import GaussianMixture
 from .common import F64, as_float64, assert_moments, coeffs, frac_time
 from .processes import _expect_raises
 from .reference import NonGaussianProcess, RecordingScoreModel, ReferenceOUProcess

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..atomic import atomic_write
+from ..utils.atomic import atomic_write
 from ..errors import SdeflowError
 
 FORMAT = "sdeflow-checkpoint/1"

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ShapeError
-from ..sharding import shard_bounds
+from ..utils.sharding import shard_bounds
 
 
 class Shard(NamedTuple):
@@ -48,7 +48,7 @@ class BatchSource:
         dtype: floating dtype of the batches (``None`` keeps the data's).
         shard: ``(rank, world_size)`` for data-parallel training: every rank walks the same global
             batch order (same seed) and :meth:`next` returns this rank's contiguous rows of each
-            global batch (:func:`sdeflow.sharding.shard_bounds`); ``None``: the whole batch.
+            global batch (:func:`sdeflow.utils.sharding.shard_bounds`); ``None``: the whole batch.
     """
 
     def __init__(self, data: Any, batch_size: int, seed: int = 0, device: torch.device | str = "cpu",

@@ -10,8 +10,8 @@ CPU) and returns a :class:`DistributedContext`. A :class:`sdeflow.training.Train
 a process group is up trains data-parallel by itself:
 
 * every rank reads the same global batch order (same seed) and keeps its contiguous rows
-  (:func:`sdeflow.sharding.shard_bounds`); the loss's ``t`` and noise come from a
-  :class:`sdeflow.sharding.ShardedGenerator`, so rank ``r`` draws exactly the numbers one
+  (:func:`sdeflow.utils.sharding.shard_bounds`); the loss's ``t`` and noise come from a
+  :class:`sdeflow.utils.sharding.ShardedGenerator`, so rank ``r`` draws exactly the numbers one
   process would draw for those rows;
 * the loss module (score model + objective, so a learned schedule in the process is covered
   too) is wrapped in :class:`torch.nn.parallel.DistributedDataParallel`, which averages the
@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..errors import OptionError
-from ..sharding import shard_bounds
+from ..utils.sharding import shard_bounds
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

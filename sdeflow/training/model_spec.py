@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from ..api import component_spec, create_model, create_process
+from ..plugins.api import component_spec, create_model, create_process
 from ..errors import SdeflowError
-from ..score_model import ScoreModel
+from ..core.score_model import ScoreModel
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,

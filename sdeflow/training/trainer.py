@@ -12,10 +12,10 @@ import torch
 from torch import Tensor
 
 from ..errors import NonFiniteError, OptionError
-from ..score_model import ScoreModel
+from ..core.score_model import ScoreModel
 from .checkpoint import (Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, prune_checkpoints,
                          save_checkpoint)
-from ..sharding import ShardedGenerator
+from ..utils.sharding import ShardedGenerator
 from .data import BatchSource
 from .distributed import DistributedContext, LossModule, resolve_context, wrap_ddp
 from .ema import EMA

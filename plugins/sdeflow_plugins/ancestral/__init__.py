@@ -1,7 +1,7 @@
 """Plugin ``ancestral``: DDPM/VDM ancestral sampling for any Gaussian-marginal process."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .sampler import AncestralSampler
 

@@ -7,9 +7,9 @@ from typing import Any
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import check_clip_x0, check_positive_int
-from sdeflow.integrators.grid_sampler import GridRun, GridSampler
-from sdeflow.integrators.grids import reverse_grid
+from sdeflow.solvers.common import check_clip_x0, check_positive_int
+from sdeflow.solvers.grid_sampler import GridRun, GridSampler
+from sdeflow.solvers.grids import reverse_grid
 
 VARIANCES = ("posterior", "forward")
 

@@ -5,7 +5,7 @@ Registered through the same hooks a third-party plugin uses (``sdeflow_register_
 """
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 from sdeflow.bench.metrics import BUILTIN_METRICS
 from sdeflow.bench.targets import BUILTIN_TARGETS
 

@@ -1,7 +1,7 @@
 """Plugin ``ddim``: DDIM (deterministic for eta=0, stochastic for eta>0) for any Gaussian-marginal process."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .sampler import DDIMSampler
 

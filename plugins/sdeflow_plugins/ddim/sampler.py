@@ -8,9 +8,9 @@ from typing import Any, Sequence
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import check_clip_x0, check_positive_int
-from sdeflow.integrators.grid_sampler import GridRun, GridSampler
-from sdeflow.integrators.schedules import GridCoefficients, check_schedule, schedule_steps, solver_times
+from sdeflow.solvers.common import check_clip_x0, check_positive_int
+from sdeflow.solvers.grid_sampler import GridRun, GridSampler
+from sdeflow.solvers.schedules import GridCoefficients, check_schedule, schedule_steps, solver_times
 
 
 def ddim_noise_std(eta: float, sigma_t: float, sigma_s: float, log_snr_t: float, log_snr_s: float) -> float:

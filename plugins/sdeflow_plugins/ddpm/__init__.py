@@ -1,7 +1,7 @@
 """Plugin ``ddpm``: discrete DDPM (Ho et al. 2020) with linear and cosine schedules."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .process import DDPMProcess
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from sdeflow import ForwardProcess, append_dims
-from sdeflow.shapes import rand
+from sdeflow.utils.shapes import rand
 
 from .schedules import make_betas
 from .spline import clamped_spline_moments, spline_coefficients, spline_value, spline_value_and_slope

@@ -1,7 +1,7 @@
 """Plugin ``dpm_solver``: DPM-Solver++ (2M/3M multistep, data prediction) for any Gaussian-marginal process."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .sampler import DPMSolverSampler
 

@@ -8,8 +8,8 @@ from typing import Any, Sequence
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.integrators.grid_sampler import GridRun
-from sdeflow.integrators.multistep import MultistepSampler, combine, step_orders
+from sdeflow.solvers.grid_sampler import GridRun
+from sdeflow.solvers.multistep import MultistepSampler, combine, step_orders
 
 #: third-order rules: the Taylor-consistent one (default) and the authors' code's
 ORDER3_RULES = ("taylor", "authors_code")
@@ -87,7 +87,7 @@ class DPMSolverSampler(MultistepSampler):
         order3_rule: ``"taylor"`` (default; third order) or ``"authors_code"`` (the DPM-Solver
             code's 3M update, second order in fact; see :func:`multistep_weights`).
         schedule: ``"logSNR"`` (default), ``"time_uniform"``, ``"time_quadratic"``, ``"edm"``, ``"chain"``
-            (see :func:`sdeflow.integrators.schedules.solver_times`), or the noise levels
+            (see :func:`sdeflow.solvers.schedules.solver_times`), or the noise levels
             ``sigma_t / alpha_t`` themselves, e.g. from :func:`sdeflow.calibrate_schedule` (``steps`` is
             then their number less one).
         lower_order_final: lower orders on the last steps (see above).

@@ -1,7 +1,7 @@
 """Plugin ``heun``: EDM's second-order sampler (Karras et al. 2022) for any Gaussian-marginal process."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .sampler import EDMHeunSampler
 

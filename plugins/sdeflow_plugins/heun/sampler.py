@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import check_positive_int
-from sdeflow.integrators.grid_sampler import GridRun, GridSampler
-from sdeflow.integrators.schedules import GridCoefficients, edm_times, t_from_scaled_sigma
+from sdeflow.solvers.common import check_positive_int
+from sdeflow.solvers.grid_sampler import GridRun, GridSampler
+from sdeflow.solvers.schedules import GridCoefficients, edm_times, t_from_scaled_sigma
 
 
 class EDMHeunSampler(GridSampler):

@@ -1,7 +1,7 @@
 """Plugin ``langevin``: annealed Langevin dynamics (Song & Ermon 2019)."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .sampler import AnnealedLangevinSampler
 

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import check_positive_int
-from sdeflow.integrators.grid_sampler import GridRun, GridSampler
-from sdeflow.integrators.grids import reverse_grid
+from sdeflow.solvers.common import check_positive_int
+from sdeflow.solvers.grid_sampler import GridRun, GridSampler
+from sdeflow.solvers.grids import reverse_grid
 
 
 #: the default relative step ``alpha_i / sigma_i^2``: NCSN's ``eps / sigma_L^2 = 2e-5 / 0.01^2``

@@ -1,7 +1,7 @@
 """Plugin ``mlp``: a time-conditioned MLP for vector data."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .network import TimeMLP, sinusoidal_embedding
 

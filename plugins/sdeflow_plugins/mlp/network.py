@@ -5,7 +5,7 @@ from __future__ import annotations
 from einops import rearrange
 from torch import Tensor, nn
 
-from sdeflow.embeddings import sinusoidal_embedding
+from sdeflow.core.embeddings import sinusoidal_embedding
 from sdeflow.errors import OptionError, ShapeError
 
 

@@ -1,7 +1,7 @@
 """Plugin ``ncsn``: noise-conditional score networks' geometric noise levels (Song & Ermon 2019)."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .process import NCSNProcess
 

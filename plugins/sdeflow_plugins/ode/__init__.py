@@ -1,7 +1,7 @@
 """Plugin ``ode``: probability-flow ODE sampling through torchdiffeq."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .sampler import ODESampler
 

@@ -8,10 +8,10 @@ import torch
 
 from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import check_positive_int, final_step_label, resolve_interval, stop_time
-from sdeflow.integrators.ode import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, ODE_ORDER, FlowField,
+from sdeflow.solvers.common import check_positive_int, final_step_label, resolve_interval, stop_time
+from sdeflow.solvers.ode import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, ODE_ORDER, FlowField,
                                      integrate_ode, ode_failures)
-from sdeflow.integrators.run import SamplingRun
+from sdeflow.solvers.run import SamplingRun
 
 ADAPTIVE_ORDER = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
 DEFAULT_FIXED_STEPS = 100

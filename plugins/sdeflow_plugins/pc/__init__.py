@@ -1,7 +1,7 @@
 """Plugin ``pc``: predictor-corrector sampling (Song et al. 2021) and its built-in predictors and correctors."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .correctors import BUILTIN_CORRECTORS, LangevinCorrector, NoneCorrector
 from .predictors import (BUILTIN_PREDICTORS, AncestralSamplingPredictor, EulerMaruyamaPredictor, NonePredictor,

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.integrators.predictor_corrector import Corrector, PCContext
-from sdeflow.shapes import append_dims
+from sdeflow.solvers.predictor_corrector import Corrector, PCContext
+from sdeflow.utils.shapes import append_dims
 
 NORMS = ("batch", "sample")
 

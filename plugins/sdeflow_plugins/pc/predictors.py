@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.integrators.predictor_corrector import PCContext, Predictor
-from sdeflow.shapes import append_dims
+from sdeflow.solvers.predictor_corrector import PCContext, Predictor
+from sdeflow.utils.shapes import append_dims
 
 ANCESTRAL_VARIANCES = ("posterior", "forward")
 

@@ -9,21 +9,21 @@ from torch import Tensor
 
 from sdeflow import ScoreModel
 from sdeflow.errors import IncompatibleError, OptionError, PluginError
-from sdeflow.integrators.common import check_positive_int
-from sdeflow.integrators.grid_sampler import GridRun, GridSampler
-from sdeflow.integrators.grids import reverse_grid
-from sdeflow.integrators.predictor_corrector import Corrector, PCContext, Predictor
-from sdeflow.integrators.schedules import SCHEDULES, solver_times
+from sdeflow.solvers.common import check_positive_int
+from sdeflow.solvers.grid_sampler import GridRun, GridSampler
+from sdeflow.solvers.grids import reverse_grid
+from sdeflow.solvers.predictor_corrector import Corrector, PCContext, Predictor
+from sdeflow.solvers.schedules import SCHEDULES, solver_times
 
 
 def _build(kind: str, name: str, options: dict[str, Any]) -> Any:
-    from sdeflow.api import create_component  # at construction time, never while plugins load
+    from sdeflow.plugins.api import create_component  # at construction time, never while plugins load
 
     obj = create_component(kind, name, **options)
     base = Predictor if kind == "predictor" else Corrector
     if not isinstance(obj, base):
         raise PluginError(f"{kind} {name!r} built a {type(obj).__name__}, not a "
-                          f"sdeflow.integrators.predictor_corrector.{base.__name__}")
+                          f"sdeflow.solvers.predictor_corrector.{base.__name__}")
     return obj
 
 
@@ -52,7 +52,7 @@ class PCSampler(GridSampler):
         schedule: ``None`` (default): the process's own chain (DDPM, NCSN; fewer ``steps`` stride
             it evenly, more are capped at the chain), else ``steps`` uniform in time; or one of
             ``"time_uniform"``, ``"logSNR"``, ``"time_quadratic"``, ``"chain"``
-            (:func:`sdeflow.integrators.schedules.solver_times`).
+            (:func:`sdeflow.solvers.schedules.solver_times`).
         predictor_options: further options of the predictor.
         corrector_options: further options of the corrector.
         denoise: finish with ``E[x_0 | x_{t_end}]`` (one evaluation).
@@ -67,7 +67,7 @@ class PCSampler(GridSampler):
                  predictor_options: dict[str, Any] | None = None,
                  corrector_options: dict[str, Any] | None = None, denoise: bool = True, t_end: float | None = None,
                  check_finite: bool = True) -> None:
-        from sdeflow.api import component_options
+        from sdeflow.plugins.api import component_options
 
         check_positive_int("steps", steps)
         if schedule is not None and (not isinstance(schedule, str) or schedule not in SCHEDULES):

@@ -1,7 +1,7 @@
 """Plugin ``sde``: reverse-time SDE sampling through torchsde."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .sampler import SDESampler
 

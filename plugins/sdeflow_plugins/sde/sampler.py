@@ -6,12 +6,12 @@ import torch
 
 from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
-from sdeflow.integrators.brownian import ScaledBrownian, StepNoise
-from sdeflow.integrators.common import (check_positive_int, final_step_label, resolve_interval, resolve_steps,
+from sdeflow.solvers.brownian import ScaledBrownian, StepNoise
+from sdeflow.solvers.common import (check_positive_int, final_step_label, resolve_interval, resolve_steps,
                                        stop_time)
-from sdeflow.integrators.evaluator import ScoreEvaluator
-from sdeflow.integrators.run import SamplingRun
-from sdeflow.integrators.sde import SDE_METHODS, SDE_STRONG_ORDER, ReverseSDEStepTime, integrate_sde
+from sdeflow.solvers.evaluator import ScoreEvaluator
+from sdeflow.solvers.run import SamplingRun
+from sdeflow.solvers.sde import SDE_METHODS, SDE_STRONG_ORDER, ReverseSDEStepTime, integrate_sde
 
 BROWNIAN = ("fast", "interval")
 #: score evaluations per step of each torchsde method on this SDE (diagonal noise; drift
@@ -46,7 +46,7 @@ class SDESampler(Sampler):
             where the score first became NaN/Inf.
 
     Cost per step in score evaluations: :data:`NFE_PER_STEP` (``srk`` takes 10). Strong order on
-    this additive noise: :data:`sdeflow.integrators.sde.SDE_STRONG_ORDER`. ``reversible_heun``
+    this additive noise: :data:`sdeflow.solvers.sde.SDE_STRONG_ORDER`. ``reversible_heun``
     is not dissipative (it can be run backwards), so on the strongly contracting reverse
     dynamics of a narrow data distribution its parasitic mode grows like
     ``exp(int |d drift / dx| dt)``: prefer ``heun``/``midpoint`` there.

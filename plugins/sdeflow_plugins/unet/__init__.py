@@ -1,7 +1,7 @@
 """Plugin ``unet``: the diffusion UNet for images (Ho et al. 2020; Nichol & Dhariwal 2021)."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .network import UNet
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdeflow.embeddings import sinusoidal_embedding
+from sdeflow.core.embeddings import sinusoidal_embedding
 from sdeflow.errors import OptionError, ShapeError
 
 from .blocks import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, zero_

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from sdeflow.errors import OptionError
-from sdeflow.integrators.common import check_positive_int
+from sdeflow.solvers.common import check_positive_int
 
 #: default channel multipliers by number of resolution levels (the "auto" choice)
 AUTO_MULTS: tuple[tuple[int, ...], ...] = ((1,), (1, 2), (1, 2, 2))

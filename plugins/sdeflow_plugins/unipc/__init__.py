@@ -1,7 +1,7 @@
 """Plugin ``unipc``: UniPC (UniP-p predictor + UniC corrector, data prediction) for any Gaussian-marginal process."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .sampler import UniPCSampler
 

@@ -9,9 +9,9 @@ import numpy as np
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.integrators.grid_sampler import GridRun
-from sdeflow.integrators.multistep import MultistepSampler, combine
-from sdeflow.integrators.schedules import schedule_label
+from sdeflow.solvers.grid_sampler import GridRun
+from sdeflow.solvers.multistep import MultistepSampler, combine
+from sdeflow.solvers.schedules import schedule_label
 
 #: the two choices of ``B(h)`` (Zhao et al. 2023, Sec. 3.3 and App. C), in the data-prediction form with
 #: ``hh = -h``: ``bh1``: ``B = hh``, ``bh2``: ``B = expm1(hh)``

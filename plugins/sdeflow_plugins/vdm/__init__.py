@@ -6,7 +6,7 @@ decoder. See ``docs/plugins/vdm.md``.
 """
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .decoder import decode_levels, decoder_log_probs, discretized_gaussian_log_prob, level_values
 from .loss import (VLBTerms, diffusion_loss, prior_loss, reconstruction_loss, vdm_loss, vlb_breakdown,

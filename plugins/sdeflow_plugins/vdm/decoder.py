@@ -3,8 +3,8 @@
 Data take ``bins`` levels mapped onto ``data_range = (lo, hi)``: level ``k`` is
 ``x_k = lo + k Delta`` with ``Delta = (hi - lo) / (bins - 1)`` (8-bit images: ``bins = 256``,
 ``x in {-1, -1 + 2/255, ..., 1}``, reference text 003; sklearn's 8x8 digits: ``bins = 17``). The
-map between levels and values is the core's, :func:`sdeflow.images.levels_to_signed` (with
-``max_level = bins - 1`` and ``value_range = data_range``) and :func:`sdeflow.images.signed_to_levels`.
+map between levels and values is the core's, :func:`sdeflow.data.images.levels_to_signed` (with
+``max_level = bins - 1`` and ``value_range = data_range``) and :func:`sdeflow.data.images.signed_to_levels`.
 
 The decoder (Kingma et al. 2021, the generative model's ``p(x | z_0)``; reference text 003's discretisation)
 factorises over dimensions; each value's probability is the mass that the Gaussian
@@ -29,8 +29,8 @@ from torch import Tensor
 from torch.special import log_ndtr
 
 from sdeflow.errors import OptionError, ShapeError
-from sdeflow.images import levels_to_signed
-from sdeflow.shapes import rand
+from sdeflow.data.images import levels_to_signed
+from sdeflow.utils.shapes import rand
 
 
 def check_bins(bins: int, data_range: Sequence[float]) -> tuple[int, tuple[float, float]]:
@@ -60,7 +60,7 @@ def check_on_levels(x: Tensor, bins: int, data_range: tuple[float, float], tol: 
         raise OptionError(
             f"VDM data must lie on the {bins} levels lo + k (hi - lo)/{bins - 1} of data_range={data_range} "
             f"(got values in [{float(x.min()):g}, {float(x.max()):g}], largest offset from a level "
-            f"{float(off.max()) * delta:g}); map integer data with sdeflow.images.levels_to_signed(k, bins - 1, "
+            f"{float(off.max()) * delta:g}); map integer data with sdeflow.data.images.levels_to_signed(k, bins - 1, "
             "value_range=data_range), or create the process with the matching bins=/data_range= (or check_data=False)"
         )
 
@@ -123,7 +123,7 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, scale: Tensor | float
 
 def level_values(bins: int, data_range: tuple[float, float] = (-1.0, 1.0), dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None) -> Tensor:
-    """The ``bins`` data levels ``lo + k Delta``, ``k = 0..bins-1`` (:func:`sdeflow.images.levels_to_signed`)."""
+    """The ``bins`` data levels ``lo + k Delta``, ``k = 0..bins-1`` (:func:`sdeflow.data.images.levels_to_signed`)."""
     bins, data_range = check_bins(bins, data_range)
     return levels_to_signed(torch.arange(bins, device=device), bins - 1, dtype, data_range, check=False)
 

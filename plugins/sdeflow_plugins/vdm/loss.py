@@ -21,8 +21,8 @@ Kingma et al. 2021 ("Variational Diffusion Models"): the VLB and its continuous-
 * Diffusion: one time and one noise draw per sample; times are antithetic by default
   (:meth:`VDMProcess.sample_training_time`); ``gamma'`` in closed form (differentiable in the
   schedule's parameters). Any parametrization works (the network output is converted to
-  ``eps`` by :mod:`sdeflow.parametrization`). It is half of the core's likelihood-weighted
-  denoising score matching, ``sdeflow.losses.denoising_score_matching(weighting="likelihood",
+  ``eps`` by :mod:`sdeflow.core.parametrization`). It is half of the core's likelihood-weighted
+  denoising score matching, ``sdeflow.core.losses.denoising_score_matching(weighting="likelihood",
   reduction="sum")``, whose weight ``g^2 / sigma^2`` equals ``gamma'`` here (tested).
 """
 
@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 
 from sdeflow import ScoreModel, append_dims
-from sdeflow import parametrization as P
+from sdeflow.core import parametrization as P
 from sdeflow.errors import IncompatibleError, OptionError, ShapeError
-from sdeflow.shapes import randn
+from sdeflow.utils.shapes import randn
 
 from .decoder import check_on_levels, discretized_gaussian_log_prob
 from .process import VDMProcess

@@ -27,8 +27,8 @@ from torch.nn.functional import softplus
 
 from sdeflow import ForwardProcess, append_dims
 from sdeflow.errors import OptionError
-from sdeflow.images import levels_to_signed
-from sdeflow.shapes import rand
+from sdeflow.data.images import levels_to_signed
+from sdeflow.utils.shapes import rand
 
 from .decoder import check_bins, decode_levels
 from .schedule import GammaSchedule, LearnedGamma, LinearGamma

@@ -1,7 +1,7 @@
 """Plugin ``ve``: the variance-exploding SDE of Song et al. (2021)."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .process import VEProcess
 

@@ -1,7 +1,7 @@
 """Plugin ``vp``: the variance-preserving SDE of Song et al. (2021)."""
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .process import VPProcess
 

@@ -16,8 +16,8 @@ import torch
 import sdeflow
 from sdeflow import testing as kit
 from sdeflow.errors import NonFiniteError, OptionError
-from sdeflow.marginal_process import MarginalDefinedProcess
-from sdeflow.plugin_manager import get_manager
+from sdeflow.core.marginal_process import MarginalDefinedProcess
+from sdeflow.plugins.manager import get_manager
 from sdeflow.testing.suite import test_sdeflow_conformance  # noqa: F401  (collected here: the kit)
 from sdeflow_example import CosineVPProcess, StochasticHeunSampler
 

@@ -10,7 +10,7 @@ Installed, it is found through its entry point in the ``sdeflow`` group (``examp
 from __future__ import annotations
 
 import sdeflow
-from sdeflow.registry import RegistryView
+from sdeflow.plugins.registry import RegistryView
 
 from .cosine_vp import CosineVPProcess
 from .stochastic_heun import StochasticHeunSampler

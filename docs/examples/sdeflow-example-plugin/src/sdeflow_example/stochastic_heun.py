@@ -20,11 +20,11 @@ import torch
 from torch import Tensor
 
 import sdeflow
-from sdeflow.integrators.common import StepObserver, check_positive_int, finish, resolve_interval, stop_time
-from sdeflow.integrators.denoiser import Denoiser
-from sdeflow.integrators.evaluator import ScoreEvaluator
-from sdeflow.sampler import StepCallback
-from sdeflow.shapes import randn
+from sdeflow.solvers.common import StepObserver, check_positive_int, finish, resolve_interval, stop_time
+from sdeflow.solvers.denoiser import Denoiser
+from sdeflow.solvers.evaluator import ScoreEvaluator
+from sdeflow.core.sampler import StepCallback
+from sdeflow.utils.shapes import randn
 
 
 class StochasticHeunSampler(sdeflow.Sampler):

@@ -1,0 +1,135 @@
+"""The ``Sampler`` interface and its result type."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import IncompatibleError
+from .score_model import ScoreModel
+from ..utils.shapes import check_shape
+
+#: per-step callback ``callback(step, t, x)``: step index (0-based), time reached, current state
+StepCallback = Callable[[int, Tensor, Tensor], None]
+
+
+@dataclass
+class SampleResult:
+    """What a sampler returns.
+
+    Attributes:
+        samples: the final samples, shaped as requested.
+        nfe: number of score (network) evaluations, exactly.
+        steps: number of solver steps taken (accepted steps for adaptive solvers).
+        trajectory: states at every step, ``(steps + 1, *shape)``, only when asked for.
+        times: times of the trajectory's states, ``(steps + 1,)``.
+    """
+
+    samples: Tensor
+    nfe: int
+    steps: int | None = None
+    trajectory: Tensor | None = None
+    times: Tensor | None = None
+
+
+class Sampler:
+    """Base class of samplers: draw ``x_{t_max}`` from the prior and run time backwards.
+
+    Capabilities are class attributes, checked before sampling (not ``isinstance`` chains):
+
+    * ``stochastic``: the sampler injects noise (SDE, ancestral, Langevin).
+    * ``requires_gaussian_marginals``: it uses ``alpha_t``, ``sigma_t`` of the process.
+    * ``order``: its nominal (deterministic/strong) order of convergence, if any.
+
+    A sampler whose capabilities depend on its options (``ode``'s order on its method, ``ddim``
+    stochastic for ``eta > 0``, ``pc`` on its components) overrides them with properties;
+    :meth:`capabilities` reports an instance's. :meth:`options` lists the constructor options
+    and their defaults; the attribute names ``options`` and ``capabilities`` are reserved.
+    """
+
+    name: ClassVar[str] = ""
+    stochastic: ClassVar[bool] = False
+    requires_gaussian_marginals: ClassVar[bool] = False
+    order: ClassVar[float | None] = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("options", "capabilities"):
+            raise AttributeError(f"{type(self).__name__}: the attribute name {name!r} is reserved for "
+                                 f"Sampler.{name}(); store the value under another name")
+        super().__setattr__(name, value)
+
+    def sample(
+        self,
+        score_model: ScoreModel,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        *,
+        callback: StepCallback | None = None,
+        progress: bool = False,
+        return_trajectory: bool = False,
+    ) -> SampleResult:
+        """Draw ``shape[0]`` samples of shape ``shape[1:]`` from ``score_model``.
+
+        Args:
+            score_model: any :class:`sdeflow.ScoreModel` (trained or exact).
+            shape: ``(batch, *dims)``.
+            generator: random source: the same seed gives the same samples.
+            callback: called as ``callback(step, t, x)`` after every step.
+            progress: show a progress bar.
+            return_trajectory: keep the state after every step (memory grows with the steps).
+
+        Returns:
+            A :class:`SampleResult`.
+        """
+        shape = check_shape(shape)
+        self.check_compatible(score_model)
+        return self._sample(score_model, shape, generator, callback, progress, return_trajectory)
+
+    def _sample(
+        self,
+        score_model: ScoreModel,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None,
+        callback: StepCallback | None,
+        progress: bool,
+        return_trajectory: bool,
+    ) -> SampleResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check_compatible(self, score_model: ScoreModel) -> None:
+        """Raise :class:`IncompatibleError` if this sampler cannot run ``score_model``."""
+        if not isinstance(score_model, ScoreModel):
+            raise IncompatibleError(f"{self.name or type(self).__name__}: expected a sdeflow.ScoreModel, "
+                                    f"got {type(score_model).__name__}")
+        process = score_model.process
+        if self.requires_gaussian_marginals and not getattr(process, "gaussian_marginals", False):
+            raise IncompatibleError(
+                f"sampler {self.name!r} needs a process with Gaussian marginals (alpha_t, sigma_t), "
+                f"but {type(process).__name__} declares gaussian_marginals=False"
+            )
+
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        """Constructor options and their defaults (``inspect.Parameter.empty`` for a required one).
+
+        Works on the class and on instances: ``create_sampler("ode").options()`` and
+        ``type(sampler).options()`` agree.
+        """
+        sig = inspect.signature(cls.__init__)
+        return {p.name: p.default for p in sig.parameters.values()
+                if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+    def capabilities(self) -> dict[str, Any]:
+        """This instance's capabilities: ``{"stochastic", "order", "requires_gaussian_marginals"}``."""
+        order = self.order
+        return {"stochastic": bool(self.stochastic), "order": None if order is None else float(order),
+                "requires_gaussian_marginals": bool(self.requires_gaussian_marginals)}
+
+    def __repr__(self) -> str:
+        vals = ((k, getattr(self, k)) for k in self.options() if hasattr(self, k))
+        opts = ", ".join(f"{k}={v!r}" for k, v in vals if not inspect.ismethod(v))
+        return f"{type(self).__name__}({opts})"

@@ -1,0 +1,202 @@
+"""``ScoreModel``: a network plus the process it was trained for.
+
+The network follows one contract, ``net(x, t_cond)``, and predicts one of four quantities
+(``eps``, ``score``, ``x0``, ``v``); :mod:`sdeflow.core.parametrization` converts between them, so
+every architecture works with every method (the k-diffusion wrapper idea).
+
+Where the process has no noise at ``t_min`` (``sigma_{t_min} = 0``: VE at ``t = 0``), a network that
+predicts ``eps``, ``x0`` or ``v`` has no finite score there (``score = -eps / sigma_t``), although
+the true score (the data's) is finite. :attr:`ScoreModel.score_t_min` is the smallest time at
+which the score-evaluating integrators (``ode``, ``sde``, annealed Langevin, and
+:func:`sdeflow.log_likelihood`) use the score; samplers integrate down to it and take one exact
+data-prediction step the rest of the way (:mod:`sdeflow.solvers.common`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import parametrization as P
+from ..errors import OptionError, ShapeError
+from .process import ForwardProcess
+from ..utils.shapes import append_dims
+
+
+class ScoreModel(nn.Module):
+    """A score model ``s_theta(x, t) ~ grad_x log p_t(x)`` (Song et al. 2021, Eq. 7).
+
+    Args:
+        network: module called as ``network(x, t_cond)`` returning a tensor shaped like ``x``;
+            ``t_cond`` is ``process.network_condition(t)`` (the time by default).
+        process: the forward process the model belongs to (registered as a submodule, so a
+            learned schedule's parameters are part of :meth:`parameters`).
+        parametrization: what the network predicts: ``"eps"``, ``"score"``, ``"x0"`` or ``"v"``.
+        noise_floor: the noise level ``sigma_t / alpha_t`` at which integration stops when the
+            process has ``sigma_{t_min} = 0`` and the network predicts ``eps``, ``x0`` or ``v``
+            (see :attr:`score_t_min`); ``None``: EDM's smallest level, 0.002
+            (:data:`sdeflow.solvers.schedules.EDM_SIGMA_MIN`).
+    """
+
+    def __init__(self, network: nn.Module, process: ForwardProcess, parametrization: str = "eps", *,
+                 noise_floor: float | None = None) -> None:
+        super().__init__()
+        if not isinstance(process, ForwardProcess):
+            raise TypeError(f"process must be a sdeflow.ForwardProcess, got {type(process).__name__}")
+        if not callable(network):
+            raise TypeError(f"network must be callable as network(x, t_cond), got {type(network).__name__}")
+        self.network = network
+        self.process = process
+        self.parametrization = P.check_parametrization(parametrization)
+        if noise_floor is not None and (isinstance(noise_floor, bool) or not math.isfinite(float(noise_floor))
+                                        or not float(noise_floor) > 0):
+            raise OptionError(f"noise_floor must be a positive finite noise level sigma/alpha or None, "
+                              f"got {noise_floor!r}")
+        self.noise_floor = None if noise_floor is None else float(noise_floor)
+
+    # ------------------------------------------------------------------ where the score is evaluated
+    @property
+    def score_t_min(self) -> float:
+        """The smallest time at which integrators evaluate this model's score.
+
+        ``process.t_min``, unless the process has no noise there (``sigma_{t_min} = 0``, VE at
+        ``t = 0``) and the network predicts ``eps``, ``x0`` or ``v``: then ``score = -eps / sigma_t``
+        is infinite at ``t_min`` (the true score, the data's, is finite), and this is the time at
+        which the noise level ``sigma_t / alpha_t`` reaches :attr:`noise_floor` (default EDM's
+        smallest level 0.002, Karras et al. 2022, Table 1: a quarter of the 8-bit quantisation step
+        ``2/255`` of data in ``[-1, 1]``, the level at which ``heun`` and the log-SNR schedules stop
+        short of ``sigma = 0`` too). A level rather than a time (score_sde's ``eps = 1e-5``) makes the
+        rule independent of how a process parametrizes time (in continuous time a diffusion depends
+        on its schedule only through the SNR, Kingma et al. 2021, Sec. 5.1).
+
+        The samplers whose integrators evaluate the score up to their end time (``ode``, ``sde``,
+        ``langevin``) stop at ``max(t_end, score_t_min)`` and finish with one exact data-prediction
+        step to ``t_end`` (the posterior mean when denoising); :func:`sdeflow.log_likelihood`
+        evaluates ``log p`` at this time by default. A model in the ``score`` parametrization (an
+        exact mixture score) and a process with ``sigma_{t_min} > 0`` give ``t_min`` itself. A
+        subclass may override this property.
+
+        Computed on the host from the process's marginal (one small evaluation, at configuration
+        time, never inside a step loop).
+
+        Returns:
+            A time in ``[t_min, t_max)``.
+        """
+        process = self.process
+        t_min, t_max = float(process.t_min), float(process.t_max)
+        if self.parametrization == "score":
+            return t_min
+        from ..solvers.schedules import EDM_SIGMA_MIN, scaled_sigma, t_from_scaled_sigma
+
+        bottom, top = scaled_sigma(process, torch.tensor([t_min, t_max], dtype=torch.float64)).tolist()
+        if bottom > 0:
+            return t_min
+        level = EDM_SIGMA_MIN if self.noise_floor is None else self.noise_floor
+        t = float(t_from_scaled_sigma(process, torch.tensor([level], dtype=torch.float64))[0]) if level < top else t_max
+        if not t_min < t < t_max:
+            raise OptionError(
+                f"{type(process).__name__} has no noise at t_min={t_min:g}, where the score of a network "
+                f"predicting {self.parametrization!r} is infinite, and its noise level sigma/alpha = {level:g} (noise_floor) is not "
+                f"reached inside ({t_min:g}, {t_max:g}) (sigma/alpha at t_max: {top:.6g}); pass a smaller noise_floor")
+        return t
+
+    # ------------------------------------------------------------------ raw output
+    def network_output(self, x: Tensor, t: Tensor) -> Tensor:
+        """Raw network prediction (in the model's parametrization) at times ``t`` of shape ``(batch,)``."""
+        out = self.network(x, self.process.network_condition(t))
+        if out.shape != x.shape:
+            raise ShapeError(
+                f"network {type(self.network).__name__} returned shape {tuple(out.shape)} for input "
+                f"{tuple(x.shape)}; it must return a tensor shaped like its input"
+            )
+        return out
+
+    def _prepare(self, x: Tensor, t: Tensor | float, check: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if check:
+            if not isinstance(x, Tensor) or x.ndim < 2:
+                raise ShapeError(
+                    f"x must be a tensor of shape (batch, *dims), got "
+                    f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}"
+                )
+            t = self.process.check_time(t, x.shape[0], like=x)
+        a, s = self.process.marginal(t)
+        return t, append_dims(a, x.ndim), append_dims(s, x.ndim), self.network_output(x, t)
+
+    # ------------------------------------------------------------------ converted outputs
+    def score(self, x: Tensor, t: Tensor | float, *, check: bool = True) -> Tensor:
+        """Score ``grad_x log p_t(x)`` (Song et al. 2021, Eq. 7), converted from the network output.
+
+        Args:
+            x: state, shape ``(batch, *dims)``.
+            t: times, shape ``(batch,)`` (a float is broadcast).
+            check: validate shapes and the time range (samplers pass ``False`` inside their
+                loops, where times are already clamped, to avoid host synchronisation).
+
+        Returns:
+            Tensor shaped like ``x``.
+        """
+        t, a, s, out = self._prepare(x, t, check)
+        return P.to_score(self.parametrization, out, x, a, s)
+
+    def eps(self, x: Tensor, t: Tensor | float, *, check: bool = True) -> Tensor:
+        """Noise prediction ``eps = -sigma_t * score`` (Ho et al. 2020, Eq. 11)."""
+        t, a, s, out = self._prepare(x, t, check)
+        return P.to_eps(self.parametrization, out, x, a, s)
+
+    def x0(self, x: Tensor, t: Tensor | float, *, check: bool = True) -> Tensor:
+        """Denoised estimate ``E[x_0 | x_t] = (x_t + sigma_t^2 score) / alpha_t`` (Tweedie's formula)."""
+        t, a, s, out = self._prepare(x, t, check)
+        return P.to_x0(self.parametrization, out, x, a, s)
+
+    def v(self, x: Tensor, t: Tensor | float, *, check: bool = True) -> Tensor:
+        """Velocity ``v = alpha_t eps - sigma_t x_0`` (Salimans & Ho 2022, Eq. 9)."""
+        t, a, s, out = self._prepare(x, t, check)
+        return P.to_v(self.parametrization, out, x, a, s)
+
+    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """Same as :meth:`score`."""
+        return self.score(x, t)
+
+    # ------------------------------------------------------------------ training and prior
+    def loss(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The method's default training objective on a batch ``x0`` (delegates to the process)."""
+        if not isinstance(x0, Tensor) or x0.ndim < 2:
+            raise ShapeError("x0 must be a tensor of shape (batch, *dims)")
+        return self.process.default_loss(self, x0, generator)
+
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Initial samples at ``t_max`` for reverse-time samplers (the process's prior by default)."""
+        return self.process.prior_sample(shape, generator, device or self.device, dtype or self.dtype)
+
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """Log-density of the prior at ``x`` (nats, shape ``(batch,)``)."""
+        return self.process.prior_log_prob(x)
+
+    # ------------------------------------------------------------------ placement
+    def _first_tensor(self) -> Tensor | None:
+        for p in self.parameters():
+            return p
+        for b in self.buffers():
+            return b
+        return None
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's first parameter or buffer (CPU when it has none)."""
+        ref = self._first_tensor()
+        return ref.device if ref is not None else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model's first parameter or buffer (the default dtype when it has none)."""
+        ref = self._first_tensor()
+        return ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()

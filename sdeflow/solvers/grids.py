@@ -1,0 +1,43 @@
+"""Time grids for samplers that walk from ``t_max`` to ``t_end`` in discrete steps."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import OptionError
+from ..core.process import ForwardProcess
+
+GRID_SPACINGS = ("time", "log_snr")
+
+
+def reverse_grid(process: ForwardProcess, t_start: float, t_end: float, steps: int | None, default_steps: int,
+                 spacing: str = "time") -> Tensor:
+    """Descending times ``t_start = t_0 > ... > t_K = t_end`` (float64).
+
+    A discrete-time process (one with :meth:`~sdeflow.ForwardProcess.discrete_times`) uses its
+    own chain when ``steps`` is ``None`` and an evenly strided subset of it otherwise
+    ("respacing", Nichol & Dhariwal 2021, Sec. 4). A continuous process gets ``steps``
+    (default ``default_steps``) intervals uniform in ``t`` or in log-SNR.
+    """
+    if spacing not in GRID_SPACINGS:
+        raise OptionError(f"spacing must be one of {', '.join(GRID_SPACINGS)}, got {spacing!r}")
+    chain = process.discrete_times()
+    if chain is not None:
+        chain = chain.to(torch.float64)
+        chain = chain[(chain <= t_start + 1e-12) & (chain >= t_end - 1e-12)]
+        if steps is None or steps + 1 >= chain.numel():
+            return chain
+        idx = torch.round(torch.linspace(0, chain.numel() - 1, int(steps) + 1, dtype=torch.float64)).long()
+        return chain[idx]
+    n = int(steps or default_steps)
+    if spacing == "time":
+        return torch.linspace(t_start, t_end, n + 1, dtype=torch.float64)
+    ends = torch.tensor([t_start, t_end], dtype=torch.float64)
+    lam = process.log_snr(ends)
+    if not torch.isfinite(lam).all():
+        raise OptionError(f"log-SNR spacing needs a finite log-SNR at both ends, got {lam.tolist()} at t={ends.tolist()}; "
+                          "pass t_end > t_min")
+    grid = process.t_from_log_snr(torch.linspace(float(lam[0]), float(lam[1]), n + 1, dtype=torch.float64))
+    grid[0], grid[-1] = t_start, t_end
+    return grid

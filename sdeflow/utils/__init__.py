@@ -1,0 +1,1 @@
+"""Layer 1, utilities: shape checks and broadcasting, batch sharding, atomic file writes."""
