@@ -11,6 +11,8 @@ from .plugins.hookspecs import hookimpl
 from .core.process import ForwardProcess
 from .core.sampler import SampleResult, Sampler
 from .core.score_model import ScoreModel
+from .core.conditioning import NULL_LABEL, ConditionedScoreModel
+from .core.embeddings import LabelEmbedding
 from .utils.shapes import append_dims
 from .core.marginal_process import MarginalDefinedProcess
 
@@ -25,10 +27,13 @@ from .training.calibration import ScheduleCalibration, calibrate_schedule  # noq
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConditionedScoreModel",
     "ForwardProcess",
     "GaussianMixture",
+    "LabelEmbedding",
     "LikelihoodResult",
     "MarginalDefinedProcess",
+    "NULL_LABEL",
     "SampleResult",
     "ScheduleCalibration",
     "Sampler",

@@ -77,6 +77,21 @@ def to_v(kind: str, out: Tensor, x: Tensor, a: Tensor, s: Tensor) -> Tensor:
     return a * eps - s * x0
 
 
+def from_x0(kind: str, x0: Tensor, x: Tensor, a: Tensor, s: Tensor) -> Tensor:
+    """The output of parametrization ``kind`` that predicts the data ``x0`` at ``x_t = x``: ``x0`` itself,
+    ``eps = (x - a x0) / s``, ``score = (a x0 - x) / s^2`` or ``v = a eps - s x0`` (what an exact model of
+    the point mass at ``x0`` outputs)."""
+    if kind == "x0":
+        return x0
+    if kind == "eps":
+        return to_eps("x0", x0, x, a, s)
+    if kind == "score":
+        return to_score("x0", x0, x, a, s)
+    if kind == "v":
+        return to_v("x0", x0, x, a, s)
+    raise OptionError(f"unknown parametrization {kind!r}; valid: {', '.join(PARAMETRIZATIONS)}")
+
+
 def target(kind: str, x0: Tensor, eps: Tensor, a: Tensor, s: Tensor) -> Tensor:
     """Regression target of parametrization ``kind`` for the pair ``(x0, eps)``.
 

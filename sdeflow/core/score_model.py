@@ -15,13 +15,13 @@ data-prediction step the rest of the way (:mod:`sdeflow.solvers.common`).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from . import parametrization as P
-from ..errors import OptionError, ShapeError
+from ..errors import IncompatibleError, OptionError, ShapeError
 from .process import ForwardProcess
 from ..utils.shapes import append_dims
 
@@ -85,10 +85,15 @@ class ScoreModel(nn.Module):
         Returns:
             A time in ``[t_min, t_max)``.
         """
+        if self.parametrization == "score":
+            return float(self.process.t_min)
+        return self._noise_floor_time()
+
+    def _noise_floor_time(self) -> float:
+        """``t_min``, or where the process has no noise there, the time at which ``sigma_t / alpha_t``
+        reaches :attr:`noise_floor` (see :attr:`score_t_min`)."""
         process = self.process
         t_min, t_max = float(process.t_min), float(process.t_max)
-        if self.parametrization == "score":
-            return t_min
         from ..solvers.schedules import EDM_SIGMA_MIN, scaled_sigma, t_from_scaled_sigma
 
         bottom, top = scaled_sigma(process, torch.tensor([t_min, t_max], dtype=torch.float64)).tolist()
@@ -113,6 +118,67 @@ class ScoreModel(nn.Module):
                 f"{tuple(x.shape)}; it must return a tensor shaped like its input"
             )
         return out
+
+    # ------------------------------------------------------------------ conditioning
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of a class-conditional network (its ``num_classes`` attribute), else ``None``.
+
+        A class-conditional network is called as ``network(x, t_cond, labels)`` with ``labels`` an
+        ``int64`` tensor ``(batch,)`` of values ``0..num_classes-1`` or ``-1`` (no label:
+        :data:`sdeflow.NULL_LABEL`), and as ``network(x, t_cond)`` it gives the unconditional
+        prediction (see ``docs/conditioning.md``).
+        """
+        k = getattr(self.network, "num_classes", None)
+        return int(k) if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else None
+
+    def conditional_output(self, x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+        """Raw network prediction given class ``labels`` (``int64``, ``(batch,)``; ``-1``: no label).
+
+        A subclass that is not a network (an exact mixture score) overrides this.
+
+        Raises:
+            IncompatibleError: the network takes no labels (it has no ``num_classes``).
+        """
+        if self.num_classes is None:
+            raise IncompatibleError(f"network {type(self.network).__name__} takes no class labels (no num_classes)")
+        out = self.network(x, self.process.network_condition(t), labels)
+        if out.shape != x.shape:
+            raise ShapeError(
+                f"network {type(self.network).__name__} returned shape {tuple(out.shape)} for input "
+                f"{tuple(x.shape)}; it must return a tensor shaped like its input"
+            )
+        return out
+
+    def conditional_prior_sample(self, shape: Sequence[int], labels: Tensor | None,
+                                 generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                                 dtype: torch.dtype | None = None) -> Tensor:
+        """Initial samples at ``t_max`` given the labels: :meth:`prior_sample` (the process's prior does
+        not depend on the data); an exact mixture draws the labels' components at ``t_max``."""
+        return self.prior_sample(shape, generator, device, dtype)
+
+    def conditional_prior_log_prob(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        """Log-density of :meth:`conditional_prior_sample` (nats, ``(batch,)``)."""
+        return self.prior_log_prob(x)
+
+    def given(self, labels: Any = None, guidance: float | Sequence[float] | Tensor = 0.0, *, negative: Any = None,
+              mask: Tensor | None = None, values: Tensor | None = None, batched: bool = True) -> "ScoreModel":
+        """This model conditioned on class labels and/or observed coordinates: a view that every
+        sampler, :func:`sdeflow.log_likelihood` and the benchmark use like any score model.
+
+        * ``labels``: sample ``p(x | c)`` (a class-conditional network trained with labels, or an
+          exact mixture, whose labels are component indices);
+        * ``guidance=w``: classifier-free guidance ``(1 + w) eps(x, c) - w eps(x, null)``
+          (Ho & Salimans 2022, Eq. 6), one batched network call per evaluation;
+        * ``mask`` and ``values``: imputation of the unobserved coordinates by the replacement
+          method (Song et al. 2021, App. I.2); the ``repaint`` sampler adds resampling.
+
+        See :class:`sdeflow.core.conditioning.ConditionedScoreModel` for the arguments.
+        """
+        from .conditioning import ConditionedScoreModel
+
+        return ConditionedScoreModel(self, labels, guidance, negative=negative, mask=mask, values=values,
+                                     batched=batched)
 
     def _prepare(self, x: Tensor, t: Tensor | float, check: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if check:
