@@ -104,11 +104,13 @@ class ConditionedScoreModel(ScoreModel):
             ``mask`` is False are ignored.
         batched: evaluate the conditional and the unconditional prediction in one network call on
             the doubled batch (default) rather than in two calls.
+        check: check the labels' range on the host (``False``: a training loop's labels, already known
+            to be valid; no device synchronisation).
     """
 
     def __init__(self, base: ScoreModel, labels: Any = None, guidance: float | Sequence[float] | Tensor = 0.0, *,
                  negative: Any = None, mask: Tensor | None = None, values: Tensor | None = None,
-                 batched: bool = True) -> None:
+                 batched: bool = True, check: bool = True) -> None:
         if isinstance(base, ConditionedScoreModel):
             raise IncompatibleError("this score model is already conditioned; call given(...) once on the base "
                                     "model (view.base) with every condition: labels, guidance, mask and values")
@@ -127,8 +129,9 @@ class ConditionedScoreModel(ScoreModel):
                 "class-conditional one, e.g. sdeflow.create_model('mlp', dim=d, num_classes=k), and train it with labels")
         if labels is None and (negative is not None or bool((w != 0).any())):
             raise OptionError("guidance and negative labels need labels: given(labels, guidance=w)")
-        self.labels = None if labels is None else as_labels(labels, k).to(device)
-        self.negative = None if negative is None else as_labels(negative, k, "negative labels").to(device)
+        limit = k if check else None
+        self.labels = None if labels is None else as_labels(labels, limit).to(device)
+        self.negative = None if negative is None else as_labels(negative, limit, "negative labels").to(device)
         self.guidance = w.to(device)
         self.guided = self.negative is not None or bool((w != 0).any())
         self.batched = bool(batched)

@@ -162,7 +162,8 @@ class ScoreModel(nn.Module):
         return self.prior_log_prob(x)
 
     def given(self, labels: Any = None, guidance: float | Sequence[float] | Tensor = 0.0, *, negative: Any = None,
-              mask: Tensor | None = None, values: Tensor | None = None, batched: bool = True) -> "ScoreModel":
+              mask: Tensor | None = None, values: Tensor | None = None, batched: bool = True,
+              check: bool = True) -> "ScoreModel":
         """This model conditioned on class labels and/or observed coordinates: a view that every
         sampler, :func:`sdeflow.log_likelihood` and the benchmark use like any score model.
 
@@ -173,12 +174,13 @@ class ScoreModel(nn.Module):
         * ``mask`` and ``values``: imputation of the unobserved coordinates by the replacement
           method (Song et al. 2021, App. I.2); the ``repaint`` sampler adds resampling.
 
-        See :class:`sdeflow.core.conditioning.ConditionedScoreModel` for the arguments.
+        See :class:`sdeflow.ConditionedScoreModel` for the arguments (``check=False`` skips the host-side
+        range check of the labels, for training loops that build a view every step).
         """
         from .conditioning import ConditionedScoreModel
 
         return ConditionedScoreModel(self, labels, guidance, negative=negative, mask=mask, values=values,
-                                     batched=batched)
+                                     batched=batched, check=check)
 
     def _prepare(self, x: Tensor, t: Tensor | float, check: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if check:
