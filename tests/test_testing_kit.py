@@ -63,6 +63,8 @@ def test_builtin_models_pass_the_kit(name: str, check: str) -> None:
     """With the options every model takes (``dim``, or ``in_channels`` and ``image_size``)."""
     known = sdeflow.component_options("model", name)
     options = dict(dim=3) if "dim" in known else dict(in_channels=1, image_size=8)
+    if check == "conditional":  # class-conditional networks take num_classes
+        options["num_classes"] = 4
     shapes = [model_shape(ComponentSpec("model", name, options))]
     if "dim" in known:
         shapes.append((2, 1, 3))  # vector models also take (batch, *dims) with prod(dims) == dim
@@ -284,8 +286,37 @@ class Float32Inside(TinyNet):
         return nn.functional.linear(self.features(x, t_cond).float(), self.lin.weight.float(), self.lin.bias.float())
 
 
+class TinyClassNet(TinyNet):
+    """``net(x, t_cond, labels)``: TinyNet plus a label embedding with a null row."""
+
+    def __init__(self, dim: int = 3, num_classes: int = 3) -> None:
+        super().__init__(dim)
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, x, t_cond, labels=None):  # type: ignore[no-untyped-def]
+        idx = torch.full((x.shape[0],), self.num_classes) if labels is None else labels.clone()
+        idx[idx < 0] = self.num_classes
+        return super().forward(x, t_cond) + self.embed(idx).reshape(x.shape)
+
+
+class IgnoresLabels(TinyClassNet):
+    def forward(self, x, t_cond, labels=None):  # type: ignore[no-untyped-def]
+        return super().forward(x, t_cond, None)
+
+
+class NullIsNotNoLabel(TinyClassNet):
+    """``net(x, t)`` is not the null label's prediction (it skips the embedding)."""
+
+    def forward(self, x, t_cond, labels=None):  # type: ignore[no-untyped-def]
+        return TinyNet.forward(self, x, t_cond) if labels is None else super().forward(x, t_cond, labels)
+
+
 def test_a_plain_network_passes() -> None:
     kit.check_model(TinyNet, (4, 3))
+    kit.check_model(TinyClassNet, (4, 3))
+    with pytest.raises(kit.CheckNotApplicable, match="not class-conditional"):
+        kit.check_model_conditional(TinyNet, (4, 3))
 
 
 @pytest.mark.parametrize("net, check, message", [
@@ -293,6 +324,8 @@ def test_a_plain_network_passes() -> None:
     (IgnoresTime, "output_contract", "does not depend on t_cond"),
     (MixesTheBatch, "batch_independence", "depends on other samples"),
     (Float32Inside, "float64", "a float64 network returned torch.float32"),
+    (IgnoresLabels, "conditional", "does not depend on the labels"),
+    (NullIsNotNoLabel, "conditional", r"net\(x, t, None\) vs net\(x, t\)|labels -1"),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else "")
 def test_model_checks_catch_their_bug(net: type, check: str, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
@@ -377,9 +410,9 @@ def test_plugin_reports_failures_and_skips(pytester: pytest.Pytester) -> None:
     """
     result = run_kit(pytester, ini, "-k", "mlp or reproducible or shapes or prior or time_validation", conftest=True)
     outcomes = result.parseoutcomes()
-    # mlp: 3 checks; kit-global-rng: reproducible fails; kit-nongauss: shapes and time checks pass,
-    # prior and exact_mixture_prior skip (no Gaussian marginals)
-    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("skipped")) == (5, 1, 2), outcomes
+    # mlp: 3 checks pass, the conditional one skips (no num_classes); kit-global-rng: reproducible fails;
+    # kit-nongauss: shapes and time checks pass, prior and exact_mixture_prior skip (no Gaussian marginals)
+    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("skipped")) == (5, 1, 3), outcomes
     result.stdout.fnmatch_lines(["*AssertionError: sampler 'kit-global-rng': two runs with generator seed 5*",
                                  "FAILED *sampler:kit-global-rng::reproducible*",
                                  "*SKIPPED*check_process_prior needs a process with Gaussian marginals*"])

@@ -136,7 +136,7 @@ def _sample(run: Any, sampler: str, options: dict[str, Any], n: int, out_path: P
             m = min(chunk, local - done)
             model = cond.model(run.model, n, start + done, start + done + m)
             res = smp.sample(model, (m, *shape), generator=gen, progress=progress and run.is_main)
-            parts.append(res.samples)
+            parts.append(model.fill_observed(res.samples) if cond.mask is not None else res.samples)
             nfes.append(int(res.nfe))
             done += m
     seconds = time.perf_counter() - t0

@@ -231,6 +231,22 @@ class ConditionedScoreModel(ScoreModel):
                              what))
         return out[0], out[1]
 
+    def fill_observed(self, x: Tensor) -> Tensor:
+        """``x`` with its observed coordinates set to the known values (an imputation's final answer).
+
+        A sampler returns the state at its end time, whose observed coordinates are a draw of
+        ``q(x_{t_end} | y) = N(alpha y, sigma^2 I)`` up to the sampler's own error: exactly ``y`` for the
+        data-prediction steps that end at ``t = 0`` or denoise (``ancestral``, ``repaint``), within
+        ``sigma_{t_end}`` otherwise. The point mass's dynamics are stiff near ``t_min`` (its score has
+        Lipschitz constant ``1 / sigma_t^2``): the exponential-integrator samplers (``ddim``,
+        ``dpm_solver``, ``unipc``, ``ancestral``) follow them exactly, adaptive ODE/SDE solvers to their
+        tolerance, few-step explicit Runge-Kutta methods not at all.
+        """
+        if self.mask is None:
+            return x
+        mask, values = self.observed(x)
+        return torch.where(mask, values, x)
+
     # ------------------------------------------------------------------ prior and training
     def prior_sample(self, shape: Sequence[int], generator: torch.Generator | None = None,
                      device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:

@@ -15,7 +15,8 @@ The process checks compare a process's marginal with its own SDE (moment equatio
 Euler-Maruyama simulation), its prior with its marginal at ``t_max``, and the exact
 Gaussian-mixture score under it with autograd of an independent log-density; the sampler checks
 test the sampling contract and the law of the samples with the exact score of a Gaussian; the
-model checks test the ``net(x, t_cond)`` contract. sdeflow's own test suite runs the process
+model checks test the ``net(x, t_cond)`` contract (and ``net(x, t_cond, labels)`` of a class-conditional
+network). sdeflow's own test suite runs the process
 checks over every registered process and the sampler and model checks over every built-in.
 """
 
@@ -23,8 +24,8 @@ from __future__ import annotations
 
 from .common import F64, K_SE, CheckNotApplicable, assert_moments
 from .mixtures import MIXTURES, marginal_moments, mixture_1d, mixture_2d, mixture_5d_full, reference_marginal
-from .models import (MODEL_CHECKS, check_model, check_model_batch_independence, check_model_float64,
-                     check_model_output)
+from .models import (MODEL_CHECKS, check_model, check_model_batch_independence, check_model_conditional,
+                     check_model_float64, check_model_output)
 from .processes import (PROCESS_CHECKS, check_process, check_process_exact_mixture_prior, check_process_exact_score,
                         check_process_forward_simulation, check_process_log_snr, check_process_marginal_finite,
                         check_process_moment_equations, check_process_prior, check_process_probability_flow_gaussian,
@@ -38,7 +39,7 @@ from .samplers import (SAMPLER_CHECKS, check_sampler, check_sampler_contract, ch
 __all__ = [
     "CheckNotApplicable", "F64", "K_SE", "MIXTURES", "MODEL_CHECKS", "NonGaussianProcess", "PROCESS_CHECKS",
     "RecordingScoreModel", "ReferenceOUProcess", "SAMPLER_CHECKS", "assert_moments", "check_model",
-    "check_model_batch_independence", "check_model_float64", "check_model_output", "check_process",
+    "check_model_batch_independence", "check_model_conditional", "check_model_float64", "check_model_output", "check_process",
     "check_process_exact_mixture_prior", "check_process_exact_score", "check_process_forward_simulation",
     "check_process_log_snr", "check_process_marginal_finite", "check_process_moment_equations",
     "check_process_prior", "check_process_probability_flow_gaussian", "check_process_probability_flow_transport",
