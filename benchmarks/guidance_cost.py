@@ -6,7 +6,8 @@ By default both predictions come from ONE network call on ``[x, x]`` with labels
 network work of two unguided ones. This script times, in one process, one score evaluation of
 the unguided view, the guided view batched and unbatched, for the class-conditional ``mlp`` (2-D,
 hidden 128, batch 4096) and ``unet`` (8x8, base_channels 32, batch 64), and a whole ``dpm_solver``
-run (20 steps) of each; times are medians of repeated runs, reported as ratios to the unguided view.
+run (20 steps) of each; times are medians of the process CPU time of interleaved repeats (one thread),
+reported as ratios to the unguided view.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/guidance_cost.py`` (about a minute).
 """
@@ -23,26 +24,30 @@ import torch
 import sdeflow
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def interleaved_cpu_seconds(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median process CPU time of each of ``fns``, timed in interleaved rounds after one warm-up each
+    (CPU time, not wall time: the machine is shared, and each call runs on one thread)."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.process_time()
+            fn()
+            times[i].append(time.process_time() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=30)
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     process = sdeflow.create_process("vp")
     cases = [("mlp, 2-D, batch 4096", sdeflow.create_model("mlp", dim=2, num_classes=10), (4096, 2)),
              ("unet, 8x8, batch 64", sdeflow.create_model("unet", in_channels=1, image_size=8, num_classes=10), (64, 1, 8, 8))]
-    print("| network | what | one evaluation (ms) | ratio | dpm_solver 20 steps (s) | ratio | NFE |")
+    print("| network | what | one evaluation, CPU ms | ratio | dpm_solver 20 steps, CPU s | ratio | NFE |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, net, shape in cases:
         model = sdeflow.ScoreModel(net, process).eval()
@@ -53,16 +58,14 @@ def main() -> None:
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
         t = torch.full((shape[0],), 0.5)
         smp = sdeflow.create_sampler("dpm_solver", steps=20)
-        base_eval = base_run = None
-        for what, view in views:
-            with torch.no_grad():
-                ev = median_seconds(lambda: view.score(x, t), args.repeats)
-                res = smp.sample(view, shape, torch.Generator().manual_seed(1))
-                run = median_seconds(lambda: smp.sample(view, shape, torch.Generator().manual_seed(1)),
-                                     max(3, args.repeats // 5))
-            base_eval, base_run = base_eval or ev, base_run or run
-            print(f"| {name} | {what} | {1e3 * ev:.2f} | {ev / base_eval:.2f} | {run:.3f} | {run / base_run:.2f} | "
-                  f"{res.nfe} |", flush=True)
+        with torch.no_grad():
+            evals = interleaved_cpu_seconds([lambda v=v: v.score(x, t) for _, v in views], args.repeats)
+            runs = interleaved_cpu_seconds([lambda v=v: smp.sample(v, shape, torch.Generator().manual_seed(1))
+                                            for _, v in views], max(3, args.repeats // 5))
+            nfes = [smp.sample(v, shape, torch.Generator().manual_seed(1)).nfe for _, v in views]
+        for (what, _), ev, run, nfe in zip(views, evals, runs, nfes):
+            print(f"| {name} | {what} | {1e3 * ev:.2f} | {ev / evals[0]:.2f} | {run:.3f} | {run / runs[0]:.2f} | "
+                  f"{nfe} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,7 @@ from sdeflow.errors import OptionError
 from sdeflow.solvers.common import check_clip_x0, check_positive_int
 from sdeflow.solvers.grid_sampler import GridRun, GridSampler
 from sdeflow.solvers.grids import reverse_grid
-
-VARIANCES = ("posterior", "forward")
+from sdeflow.solvers.transitions import VARIANCES, ancestral_mean_var
 
 
 class AncestralSampler(GridSampler):
@@ -61,9 +60,5 @@ class AncestralSampler(GridSampler):
         """``x_s ~ q(x_s | x_t, x0_theta(x_t))`` from ``t = grid[k]`` to ``s = grid[k + 1]``."""
         a_all, s_all = run.plan
         a_t, s_t, a_s, s_s = a_all[k], s_all[k], a_all[k + 1], s_all[k + 1]
-        x0 = run.x0(x, run.at(k))
-        a_ts = a_t / a_s
-        var_ts = s_t * s_t - a_ts * a_ts * s_s * s_s
-        mean = (a_ts * s_s * s_s / (s_t * s_t)) * x + (a_s * var_ts / (s_t * s_t)) * x0
-        var = var_ts * s_s * s_s / (s_t * s_t) if self.variance == "posterior" else var_ts
+        mean, var = ancestral_mean_var(x, run.x0(x, run.at(k)), a_t, s_t, a_s, s_s, self.variance)
         return mean + var.clamp_min(0).sqrt() * run.noise()

@@ -12,8 +12,7 @@ from sdeflow.errors import IncompatibleError, OptionError
 from sdeflow.solvers.common import check_clip_x0, check_positive_int
 from sdeflow.solvers.grid_sampler import GridRun, GridSampler
 from sdeflow.solvers.grids import reverse_grid
-
-VARIANCES = ("posterior", "forward")
+from sdeflow.solvers.transitions import VARIANCES, ancestral_mean_var, forward_transition
 
 
 def repaint_schedule(steps: int, jump_length: int, resample: int) -> list[int]:
@@ -110,13 +109,8 @@ class RePaintSampler(GridSampler):
         a_all, s_all, up = run.plan
         a0, s0, a1, s1 = a_all[k], s_all[k], a_all[k + 1], s_all[k + 1]
         if up[k]:  # a jump back: the forward transition from s = grid[k] to t = grid[k + 1]
-            a_ts = a1 / a0
-            return a_ts * x + (s1 * s1 - a_ts * a_ts * s0 * s0).clamp_min(0).sqrt() * run.noise()
-        x0 = run.x0(x, run.at(k))
-        a_ts = a0 / a1
-        var_ts = s0 * s0 - a_ts * a_ts * s1 * s1
-        mean = (a_ts * s1 * s1 / (s0 * s0)) * x + (a1 * var_ts / (s0 * s0)) * x0
-        var = var_ts * s1 * s1 / (s0 * s0) if self.variance == "posterior" else var_ts
+            return forward_transition(x, a0, s0, a1, s1, run.noise())
+        mean, var = ancestral_mean_var(x, run.x0(x, run.at(k)), a0, s0, a1, s1, self.variance)
         x = mean + var.clamp_min(0).sqrt() * run.noise()
         mask, values = run.score_model.observed(x)
         return torch.where(mask, a1 * values + s1 * run.noise(), x)
