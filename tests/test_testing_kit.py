@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 import sdeflow
 from sdeflow import testing as kit
+from common import unobserved_repaint
 from sdeflow.plugins.manager import get_manager
 from sdeflow.testing.pytest_plugin import ComponentSpec, model_shape, parse_component_line
 
@@ -42,6 +43,7 @@ SAMPLER_OPTIONS = {
     "ddim": dict(steps=100), "dpm_solver": dict(steps=20), "heun": dict(steps=18), "ode": dict(),
     "pc": dict(steps=100), "sde": dict(steps=100),
     "langevin": dict(num_scales=10, n_steps_each=20, step_size=5e-3),
+    "repaint": dict(steps=300, jump_length=10, resample=2),  # the ancestral step's bias, plus the jumps
 }
 #: annealed Langevin's step is eps sigma_i^2 / sigma_L^2 (Song & Ermon 2019, Alg. 1): a step size
 #: that mixes when the last level is t_min (sigma_L = 0.1) barely moves when it is t_end = 0.3
@@ -54,6 +56,9 @@ CHECK_OPTIONS = {("langevin", "t_end"): dict(num_scales=10, n_steps_each=20, ste
 @pytest.mark.parametrize("name", builtin("sampler"))
 def test_builtin_samplers_pass_the_kit(name: str, check: str) -> None:
     options = CHECK_OPTIONS.get((name, check), SAMPLER_OPTIONS.get(name, {}))
+    if name == "repaint":  # an imputation sampler: the kit runs it given no observed value
+        kit.SAMPLER_CHECKS[check](functools.partial(unobserved_repaint, **options))
+        return
     kit.SAMPLER_CHECKS[check](functools.partial(sdeflow.create_sampler, name, **options))
 
 
@@ -416,6 +421,17 @@ def test_plugin_reports_failures_and_skips(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*AssertionError: sampler 'kit-global-rng': two runs with generator seed 5*",
                                  "FAILED *sampler:kit-global-rng::reproducible*",
                                  "*SKIPPED*check_process_prior needs a process with Gaussian marginals*"])
+
+
+def test_plugin_checks_a_class_conditional_model(pytester: pytest.Pytester) -> None:
+    ini = """
+        [pytest]
+        sdeflow_components =
+            model:mlp {"dim": 3, "num_classes": 4}
+    """
+    result = run_kit(pytester, ini, "-v")
+    result.assert_outcomes(passed=len(kit.MODEL_CHECKS))
+    result.stdout.fnmatch_lines(['*model:mlp{"dim":3,"num_classes":4}::conditional] PASSED*'])
 
 
 def test_plugin_usage_errors_and_no_selection(pytester: pytest.Pytester) -> None:

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import parametrization as P
 from ..errors import IncompatibleError, OptionError, ShapeError
-from ..utils.shapes import append_dims, randn
+from ..utils.shapes import append_dims, rand, randn
 from .score_model import ScoreModel
 
 #: the label value meaning "no label": the unconditional prediction (the null token of Ho & Salimans 2022)
@@ -318,8 +318,6 @@ def drop_labels(labels: Tensor, p_uncond: float, generator: torch.Generator | No
         raise OptionError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
     if p_uncond == 0.0:
         return labels
-    from ..utils.shapes import rand
-
     u = rand((labels.shape[0],), generator, labels.device, torch.float32)
     return torch.where(u < float(p_uncond), torch.full_like(labels, NULL_LABEL), labels)
 
