@@ -175,6 +175,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.device = score_model.device
         self.metadata = dict(metadata or {})
+        params = [p for p in score_model.parameters() if p.requires_grad]
+        if not params:
+            raise OptionError("the score model has no trainable parameters")
         #: whether the model is class-conditional (trained on labelled data with label dropout)
         self.conditional = score_model.num_classes is not None
         self.class_names = None if class_names is None else [str(c) for c in class_names]
@@ -194,9 +197,6 @@ class Trainer:
         self._ddp = (wrap_ddp(LossModule(score_model, self.loss_fn), self.dist, find_unused_parameters)
                      if self.dist is not None else None)
         self._sample_shape: tuple[int, ...] | None = None
-        params = [p for p in score_model.parameters() if p.requires_grad]
-        if not params:
-            raise OptionError("the score model has no trainable parameters")
         self.optimizer = self._make_optimizer(params)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.ema = EMA(score_model, cfg.ema_decay) if cfg.ema_decay is not None else None
