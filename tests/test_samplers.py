@@ -26,7 +26,7 @@ from sdeflow import ForwardProcess, GaussianMixture, ScoreModel, append_dims
 from sdeflow.data.datasets import gaussian_1d, nine_gaussians
 from sdeflow.errors import NonFiniteError
 from sdeflow.solvers.brownian import ScaledBrownian
-from sdeflow.solvers.ode import ADAPTIVE_METHODS, ODE_METHODS, FlowField
+from sdeflow.core.ode import ADAPTIVE_METHODS, ODE_METHODS, FlowField
 from sdeflow.solvers.sde import SDE_METHODS
 from common import assert_moments as check_moments, gaussian_marginal_moments, gen
 

@@ -34,7 +34,7 @@ import sdeflow
 from sdeflow import ForwardProcess, GaussianMixture, ScoreModel, append_dims
 from sdeflow.data.datasets import gaussian_1d, nine_gaussians
 from sdeflow.errors import NonFiniteError, OptionError, TimeRangeError
-from sdeflow.solvers.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS
+from sdeflow.core.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS
 from sdeflow.solvers.schedules import EDM_SIGMA_MIN
 from sdeflow.solvers.sde import SDE_METHODS
 from sdeflow.core.likelihood import log_likelihood

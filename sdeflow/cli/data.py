@@ -171,18 +171,17 @@ class ResolvedData:
 
         Quantised images (:class:`sdeflow.data.images.DequantizedImages`, e.g. ``digits``) stay uniformly
         dequantized for a process of continuous data, so that its density bounds the discrete
-        likelihood (Theis et al. 2016); a process of discrete data (an integer ``bins`` attribute,
-        e.g. ``vdm``, whose decoder scores the levels themselves, Kingma et al. 2021) gets their
+        likelihood (Theis et al. 2016); a process of discrete data (:attr:`~sdeflow.ForwardProcess.data_levels`,
+        e.g. ``vdm``'s ``bins``, whose decoder scores the levels themselves, Kingma et al. 2021) gets their
         level values ``lo + k (hi - lo) / (bins - 1)`` instead, as a fixed set. Other data are
         returned unchanged.
 
         Raises:
             click.BadParameter: the process models another number of levels than the data have.
         """
-        from .image_demo import discrete_bins
         from ..data.images import levels_to_signed
 
-        want = discrete_bins(process)
+        want = process.data_levels
         if want is None or not isinstance(self.data, DequantizedImages):
             return self
         have = self.data.bins

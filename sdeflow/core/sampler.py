@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..errors import IncompatibleError
 from .score_model import ScoreModel
+from ..utils.options import constructor_options
 from ..utils.shapes import check_shape
 
 #: per-step callback ``callback(step, t, x)``: step index (0-based), time reached, current state
@@ -119,9 +120,7 @@ class Sampler:
         Works on the class and on instances: ``create_sampler("ode").options()`` and
         ``type(sampler).options()`` agree.
         """
-        sig = inspect.signature(cls.__init__)
-        return {p.name: p.default for p in sig.parameters.values()
-                if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        return constructor_options(cls)
 
     def capabilities(self) -> dict[str, Any]:
         """This instance's capabilities: ``{"stochastic", "order", "requires_gaussian_marginals"}``."""

@@ -20,10 +20,11 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from . import parametrization as P
 from ..errors import OptionError, ShapeError
-from .process import ForwardProcess
 from ..utils.shapes import append_dims
+from . import parametrization as P
+from .noise_levels import EDM_SIGMA_MIN, scaled_sigma, t_from_scaled_sigma
+from .process import ForwardProcess
 
 
 class ScoreModel(nn.Module):
@@ -38,7 +39,7 @@ class ScoreModel(nn.Module):
         noise_floor: the noise level ``sigma_t / alpha_t`` at which integration stops when the
             process has ``sigma_{t_min} = 0`` and the network predicts ``eps``, ``x0`` or ``v``
             (see :attr:`score_t_min`); ``None``: EDM's smallest level, 0.002
-            (:data:`sdeflow.solvers.schedules.EDM_SIGMA_MIN`).
+            (:data:`sdeflow.solvers.EDM_SIGMA_MIN`).
     """
 
     def __init__(self, network: nn.Module, process: ForwardProcess, parametrization: str = "eps", *,
@@ -89,8 +90,6 @@ class ScoreModel(nn.Module):
         t_min, t_max = float(process.t_min), float(process.t_max)
         if self.parametrization == "score":
             return t_min
-        from ..solvers.schedules import EDM_SIGMA_MIN, scaled_sigma, t_from_scaled_sigma
-
         bottom, top = scaled_sigma(process, torch.tensor([t_min, t_max], dtype=torch.float64)).tolist()
         if bottom > 0:
             return t_min

@@ -19,6 +19,7 @@ from ..core.process import ForwardProcess
 from ..core.sampler import StepCallback
 from ..core.score_model import ScoreModel
 from ..utils.shapes import append_dims
+from ..utils.validation import check_clip_x0, check_positive_int  # noqa: F401  (re-exported)
 from .denoiser import Denoiser
 from .evaluator import ScoreEvaluator
 
@@ -105,18 +106,6 @@ def resolve_steps(steps: int | None, dt: float | None, span: float, default: int
     if dt is not None:
         return max(1, math.ceil(span / float(dt) - 1e-9))
     return default
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    """Raise :class:`OptionError` unless ``value`` is ``None`` or a positive integer."""
-    if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-        raise OptionError(f"{name} must be a positive integer, got {value!r}")
-
-
-def check_clip_x0(clip_x0: Any) -> None:
-    """Raise :class:`OptionError` unless the data-prediction bound ``clip_x0`` is ``None`` or positive."""
-    if clip_x0 is not None and not clip_x0 > 0:
-        raise OptionError(f"clip_x0 must be positive or None, got {clip_x0!r}")
 
 
 class StepObserver:

@@ -21,56 +21,14 @@ from torch import Tensor
 
 from ..errors import OptionError
 from ..core.process import ForwardProcess
+from ..core.noise_levels import (EDM_SIGMA_MAX, EDM_SIGMA_MIN, host_marginal, scaled_sigma,  # noqa: F401
+                                 t_from_scaled_sigma)
 from .grids import reverse_grid
 
 #: step schedules: uniform in ``t``, uniform in log-SNR, uniform in ``sqrt(t)`` (DPM-Solver's
 #: ``time_quadratic``), EDM's rho = 7 levels, or the process's own discrete times (DDPM's chain,
 #: NCSN's levels); a sequence of noise levels is accepted too (:func:`check_schedule`)
 SCHEDULES: tuple[str, ...] = ("time_uniform", "logSNR", "time_quadratic", "edm", "chain")
-#: EDM's smallest noise level ``sigma / alpha`` (Karras et al. 2022, Table 1): where a schedule
-#: uniform in log-SNR or in ``sigma^(1/rho)`` must stop short of a ``t_end`` with ``sigma = 0``
-EDM_SIGMA_MIN = 0.002
-#: EDM's largest noise level (Karras et al. 2022, Table 1): where a log-SNR-uniform schedule starts
-#: after one first step from a higher level at ``t_max`` (VP's 152, VDM's 22026)
-EDM_SIGMA_MAX = 80.0
-
-
-def _host_dtype(process: ForwardProcess) -> torch.dtype:
-    """float64, unless the process has floating parameters of another dtype (a learned schedule)."""
-    for p in process.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float64
-
-
-def _eval(process: ForwardProcess, times: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(alpha, sigma, log_snr)`` of ``process`` at float64 host ``times``, returned as float64 on the host."""
-    dev = next((b.device for b in list(process.parameters()) + list(process.buffers())), torch.device("cpu"))
-    t = times.to(device=dev, dtype=_host_dtype(process))
-    with torch.no_grad():
-        a, s = process.marginal(t)
-        lam = process.log_snr(t)
-    return tuple(v.detach().to("cpu", torch.float64) for v in (a, s, lam))  # type: ignore[return-value]
-
-
-def _log_snr_to_t(process: ForwardProcess, lam: Tensor) -> Tensor:
-    dev = next((b.device for b in list(process.parameters()) + list(process.buffers())), torch.device("cpu"))
-    with torch.no_grad():
-        t = process.t_from_log_snr(lam.to(device=dev, dtype=_host_dtype(process)))
-    return t.detach().to("cpu", torch.float64)
-
-
-def scaled_sigma(process: ForwardProcess, t: Tensor) -> Tensor:
-    """EDM's noise level of ``x / alpha_t``: ``sigma_t / alpha_t = exp(-log_snr(t) / 2)``
-    (Karras et al. 2022, Eq. 4 and Table 1 with ``s(t) = alpha_t``); 0 where ``sigma_t = 0``."""
-    return torch.exp(-0.5 * _eval(process, t.to(torch.float64))[2])
-
-
-def t_from_scaled_sigma(process: ForwardProcess, sigma: Tensor) -> Tensor:
-    """Inverse of :func:`scaled_sigma` through ``t_from_log_snr(-2 log sigma)``."""
-    return _log_snr_to_t(process, -2.0 * torch.log(sigma.to(torch.float64)))
-
-
 def last_finite_time(process: ForwardProcess, t_start: float, t_end: float) -> float:
     """``t_end`` if its noise level ``sigma_t / alpha_t`` is at least EDM's ``sigma_min = 0.002``
     (Karras et al. 2022, Table 1), else the time where the level equals 0.002: the last time a
@@ -82,7 +40,7 @@ def last_finite_time(process: ForwardProcess, t_start: float, t_end: float) -> f
     log-SNR units) are wasted, and the final first-order step, exact where ``x0_theta`` is
     constant, covers it (measured on the exact mixtures: ``docs/solvers.md``)."""
     ends = torch.tensor([t_start, t_end], dtype=torch.float64)
-    lam = _eval(process, ends)[2]
+    lam = host_marginal(process, ends)[2]
     if not math.isfinite(float(lam[0])):
         raise OptionError(f"{type(process).__name__} has log-SNR {float(lam[0])} at t={t_start:g}; a log-SNR or "
                           "EDM schedule needs a finite log-SNR at the start")
@@ -264,7 +222,7 @@ def edm_times(process: ForwardProcess, t_start: float, t_end: float, steps: int,
         ``(times, sigmas)``, float64, ``steps + 1`` each, descending; ``sigmas[-1]`` may be 0.
     """
     ends = torch.tensor([t_start, t_end], dtype=torch.float64)
-    lam = _eval(process, ends)[2]
+    lam = host_marginal(process, ends)[2]
     top, bottom = math.exp(-0.5 * float(lam[0])), math.exp(-0.5 * float(lam[1]))
     if not math.isfinite(top):
         raise OptionError(f"{type(process).__name__}: sigma/alpha is infinite at t={t_start:g} (alpha = 0); "
@@ -307,7 +265,7 @@ class GridCoefficients:
     @classmethod
     def of(cls, process: ForwardProcess, times: Tensor) -> "GridCoefficients":
         """Evaluate the process's marginal and log-SNR at ``times`` (float64, descending)."""
-        a, s, ls = _eval(process, times.to(torch.float64))
+        a, s, ls = host_marginal(process, times.to(torch.float64))
         lam = 0.5 * ls
         bad = ~torch.isfinite(a) | ~torch.isfinite(s) | (a <= 0) | (s < 0)
         if bool(bad.any()):

@@ -9,11 +9,10 @@ import torch
 from sdeflow import SampleResult, Sampler, ScoreModel
 from sdeflow.errors import OptionError
 from sdeflow.solvers.common import check_positive_int, final_step_label, resolve_interval, stop_time
-from sdeflow.solvers.ode import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, ODE_ORDER, FlowField,
+from sdeflow.core.ode import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, ODE_ORDER, FlowField,
                                      integrate_ode, ode_failures)
 from sdeflow.solvers.run import SamplingRun
 
-ADAPTIVE_ORDER = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
 DEFAULT_FIXED_STEPS = 100
 DEFAULT_TOL = 1e-5
 
@@ -75,7 +74,7 @@ class ODESampler(Sampler):
     @property
     def order(self) -> float:  # type: ignore[override]
         """Classical order of the method."""
-        return float(ODE_ORDER.get(self.method) or ADAPTIVE_ORDER[self.method])
+        return float(ODE_ORDER[self.method])
 
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
                 callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]

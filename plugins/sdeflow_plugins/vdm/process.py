@@ -97,6 +97,7 @@ class VDMProcess(ForwardProcess):
             self.schedule = LinearGamma(gamma_min, gamma_max, learn_endpoints=bool(learn_endpoints))
         self.condition_min, self.condition_max = float(gamma_min), float(gamma_max)
         self.bins, self.data_range = check_bins(bins, data_range)
+        self.data_levels = self.bins
         self.minimize_variance = bool(minimize_variance)
         self.antithetic = bool(antithetic)
         self.check_data = bool(check_data)

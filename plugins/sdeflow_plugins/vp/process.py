@@ -5,11 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sdeflow import ForwardProcess
+from sdeflow import ForwardProcess, LinearBeta
 
-from .linear_beta import LinearBeta, check_beta
-
-__all__ = ["VPProcess", "check_beta"]
+__all__ = ["VPProcess"]
 
 
 class VPProcess(LinearBeta, ForwardProcess):
