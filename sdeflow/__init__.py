@@ -10,19 +10,28 @@ sampler-writing toolkit :mod:`sdeflow.solvers` (and :mod:`sdeflow.testing` in th
 
 from __future__ import annotations
 
-from .core.likelihood import LikelihoodResult, bits_per_dim, log_likelihood
+from .core.dynamics import ProbabilityFlowODE, ReverseSDE
+from .core.embeddings import sinusoidal_embedding
+from .core.likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 from .core.linear_beta import LinearBeta
 from .core.losses import denoising_score_matching
 from .core.marginal_process import MarginalDefinedProcess
 from .core.parametrization import PARAMETRIZATIONS, to_eps, to_score, to_v, to_x0
-from .core.embeddings import sinusoidal_embedding
 from .core.process import ForwardProcess
-from .core.sampler import SampleResult, Sampler
+from .core.sampler import Sampler, SampleResult
 from .core.score_model import ScoreModel
 from .data import GaussianMixture
 from .data.images import levels_to_signed
-from .plugins.api import (component_options, create_component, create_model, create_process, create_sampler,
-                          list_components, list_plugins)
+from .plugins.api import (
+    component_options,
+    create_component,
+    create_model,
+    create_process,
+    create_sampler,
+    list_components,
+    list_plugins,
+    plugin_info,
+)
 from .plugins.hookspecs import hookimpl
 from .plugins.manager import register_plugin, reload_plugins, unregister_plugin
 from .plugins.registry import RegistryView
@@ -39,7 +48,9 @@ __all__ = [
     "LinearBeta",
     "MarginalDefinedProcess",
     "PARAMETRIZATIONS",
+    "ProbabilityFlowODE",
     "RegistryView",
+    "ReverseSDE",
     "SampleResult",
     "ScheduleCalibration",
     "Sampler",
@@ -53,12 +64,14 @@ __all__ = [
     "create_process",
     "create_sampler",
     "denoising_score_matching",
+    "dequantize",
     "hookimpl",
     "levels_to_signed",
     "list_components",
     "list_plugins",
     "load_score_model",
     "log_likelihood",
+    "plugin_info",
     "rand",
     "randn",
     "register_plugin",

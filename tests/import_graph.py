@@ -143,6 +143,35 @@ def layer_edges(imports: list[Import]) -> dict[tuple[str, str], int]:
     return dict(edges)
 
 
+#: what a plugin (built-in or third-party) may import of sdeflow; its tests may import the kit too
+PLUGIN_PUBLIC: tuple[str, ...] = ("sdeflow", "sdeflow.errors", "sdeflow.solvers")
+PLUGIN_TESTS_PUBLIC: tuple[str, ...] = PLUGIN_PUBLIC + ("sdeflow.testing",)
+
+
+def plugin_violations(files: list[Path], allowed: tuple[str, ...], own_package: str | None = None) -> list[str]:
+    """Imports of ``files`` (a plugin's modules) that reach a non-public ``sdeflow`` module (anything but
+    ``allowed``; ``sdeflow.testing``'s submodules count as the kit) or another built-in plugin
+    (``sdeflow_plugins.<other>``; ``own_package`` is the plugin's own)."""
+    bad = []
+    for path in files:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                kit = "sdeflow.testing" in allowed and name.startswith("sdeflow.testing.")
+                if top == "sdeflow" and name not in allowed and not kit:
+                    bad.append(f"{path}:{node.lineno} imports {name}")
+                elif top == "sdeflow_plugins" and (own_package is None or not name.startswith(own_package)):
+                    bad.append(f"{path}:{node.lineno} imports another plugin, {name}")
+    return bad
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1],

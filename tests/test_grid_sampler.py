@@ -1,4 +1,4 @@
-"""``sdeflow.solvers.grid_sampler.GridSampler``: the loop every hand-written sampler shares, used by a
+"""``sdeflow.solvers.GridSampler``: the loop every hand-written sampler shares, used by a
 third-party sampler written only as a grid, a plan and a step.
 
 The sampler below is Heun's method on the probability-flow ODE in ``t`` (two evaluations a step),
@@ -18,7 +18,7 @@ import sdeflow
 from sdeflow import ScoreModel
 from sdeflow.data.datasets import gaussian_1d
 from sdeflow.errors import NonFiniteError
-from sdeflow.solvers.grid_sampler import GridRun, GridSampler
+from sdeflow.solvers import GridRun, GridSampler
 
 
 class FlowHeunSampler(GridSampler):
@@ -31,11 +31,11 @@ class FlowHeunSampler(GridSampler):
                  check_finite: bool = True) -> None:
         self.steps, self.denoise, self.t_end, self.check_finite = steps, denoise, t_end, check_finite
 
-    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
+    def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
         return torch.linspace(t_start, t_end, self.steps + 1, dtype=torch.float64), run.process.probability_flow(
             run.evaluator)
 
-    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+    def step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
         flow, dt = run.plan, run.times[k + 1] - run.times[k]
         v = flow.velocity(x, run.at(k))
         x_e = x + dt * v

@@ -100,24 +100,11 @@ def bits_per_dim(log_prob: Tensor, n_dims: int, bins: int = 256,
                  data_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
     """Upper bound on the bits per dimension of discrete data from a continuous log-density.
 
-    Convention (the one :func:`dequantize` produces): integer data ``k in {0, ..., bins-1}^D``
-    are dequantized uniformly and mapped affinely onto ``data_range = (lo, hi)``:
-    ``z = lo + (hi - lo) (k + u) / bins`` with ``u ~ U[0, 1)^D``. Each bin of ``k`` then is a cube
-    of side ``Delta = (hi - lo) / bins`` in ``z``-space, and the discrete model
-    ``P(k) = int_cube p(z) dz`` satisfies, by Jensen's inequality (Theis et al. 2016, Eq. 11),
-
-        log P(k) >= E_u[log p(z)] + D log Delta.
-
-    So, in bits per dimension (``-log_2 P(k) / D``),
-
-        bpd = -(log p(z) + D log((hi - lo) / bins)) / (D ln 2)
-            = -log p(z) / (D ln 2) + log_2(bins / (hi - lo)),
-
-    evaluated per dequantized sample (average over samples and dequantization noise for the
-    data-set bound). For 8-bit data in ``[-1, 1]`` the offset is ``log_2(256 / 2) = 7`` bits; in
-    ``[0, 1]`` it is 8 (as in Song et al. 2021's code: ``7 - inverse_scaler(-1)``). Data scaled as
-    ``k / (bins - 1)`` (bin width ``(hi - lo)/(bins - 1)``) follow a different convention: pass
-    ``bins - 1`` as ``bins`` only if the dequantization noise was scaled the same way.
+    For integer data dequantized uniformly onto ``data_range`` (:func:`dequantize`), Jensen's
+    inequality gives ``log P(k) >= E_u[log p(z)] + D log Delta`` with ``Delta = (hi - lo) / bins``
+    (Theis et al. 2016, Eq. 11), so ``bpd = -log p(z) / (D ln 2) + log_2(bins / (hi - lo))``: 7 bits
+    of offset for 8-bit data in ``[-1, 1]``, as in Song et al. 2021's code (derivation:
+    ``docs/likelihood.md``).
 
     Args:
         log_prob: ``log p(z)`` in nats, shape ``(n,)``.
@@ -317,7 +304,8 @@ def log_likelihood(
     if t0 < floor:
         raise TimeRangeError(
             f"t_start={t0:g} lies below score_t_min={floor:.6g}: {type(process).__name__} has no noise at "
-            f"t_min={t_min:g}, where the score of a network predicting {score_model.parametrization!r} is infinite, so the "
+            f"t_min={t_min:g}, where the score of a network predicting {score_model.parametrization!r} is infinite, "
+            "so the "
             f"integration starts no earlier than where sigma/alpha reaches the model's noise floor; valid t_start: "
             f"[{floor:.6g}, {t_max:g}) (leave t_start out for {floor:.6g})")
     shape = tuple(int(s) for s in x.shape)
@@ -369,7 +357,7 @@ def log_likelihood(
             log_prob=log_prob.detach(), nfe=evaluator.nfe, prior_log_prob=prior, delta_logp=delta.mean(1).detach(),
             latent=latent.detach(), stderr=None if stderr is None else stderr.detach(),
             per_probe=None if exact else per_probe.detach(), estimator=kind, n_probes=0 if exact else n_probes,
-            n_dims=d, t_start=t0, t_end=t_max, steps=n_steps if fixed else count[0])
+            n_dims=d, t_start=t0, t_end=t_max, steps=n_steps if n_steps is not None else count[0])
 
 
 __all__ = ["LikelihoodResult", "bits_per_dim", "dequantize", "log_likelihood"]

@@ -39,7 +39,8 @@ def host_marginal(process: ForwardProcess, times: Tensor) -> tuple[Tensor, Tenso
     with torch.no_grad():
         a, s = process.marginal(t)
         lam = process.log_snr(t)
-    return a.detach().to("cpu", torch.float64), s.detach().to("cpu", torch.float64), lam.detach().to("cpu", torch.float64)
+    a, s, lam = (v.detach().to("cpu", torch.float64) for v in (a, s, lam))
+    return a, s, lam
 
 
 def t_from_host_log_snr(process: ForwardProcess, lam: Tensor) -> Tensor:

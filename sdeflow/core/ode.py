@@ -37,7 +37,8 @@ ODE_METHODS: tuple[str, ...] = tuple(m for m in SOLVERS if m != "scipy_solver")
 FIXED_GRID_METHODS: tuple[str, ...] = tuple(m for m in ODE_METHODS if issubclass(SOLVERS[m], FixedGridODESolver))
 ADAPTIVE_METHODS: tuple[str, ...] = tuple(m for m in ODE_METHODS if m not in FIXED_GRID_METHODS)
 #: adaptive Runge-Kutta methods, which accept ``step_t`` (times they must step to exactly)
-_RK_ADAPTIVE: tuple[str, ...] = tuple(m for m in ADAPTIVE_METHODS if issubclass(SOLVERS[m], RKAdaptiveStepsizeODESolver))
+_RK_ADAPTIVE: tuple[str, ...] = tuple(m for m in ADAPTIVE_METHODS
+                                      if issubclass(SOLVERS[m], RKAdaptiveStepsizeODESolver))
 #: classical order of every method (of the higher-order solution for the adaptive pairs). The Adams
 #: methods are variable-order (up to torchdiffeq's ``max_order`` option, default 12) and start with
 #: RK4 steps: 4 is the order measured with the defaults (``docs/solvers.md``).
@@ -119,7 +120,7 @@ def _time_list(v: Any) -> list[float]:
 
 
 def integrate_ode(
-    field: FlowField,
+    field: nn.Module,
     x0: Tensor,
     t_start: float,
     t_end: float,
@@ -133,7 +134,7 @@ def integrate_ode(
     """Integrate ``field`` from ``t_start`` to ``t_end`` and return the final state.
 
     Args:
-        field: the vector field.
+        field: the vector field ``field(t, x)`` (a :class:`FlowField`, or a module wrapping one).
         x0: initial state at ``t_start``.
         t_start: initial time (``t_max`` for sampling).
         t_end: final time (torchdiffeq integrates the decreasing interval itself).

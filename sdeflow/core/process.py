@@ -243,17 +243,15 @@ class ForwardProcess(nn.Module):
         return t
 
     def default_loss(self, score_model: "ScoreModel", x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The method's default training objective; denoising score matching (see :mod:`sdeflow.core.losses`)."""
+        """The method's default training objective: :func:`sdeflow.denoising_score_matching`."""
         return denoising_score_matching(score_model, x0, generator=generator)
 
     def decode(self, x: Tensor, generator: torch.Generator | None = None, sample: bool = False) -> Tensor:
         """The data a sampler's final state stands for: ``x`` itself here (continuous data).
 
-        A process of discrete data overrides it with its decoder: VDM's generative model ends with
-        ``x ~ p(x | z_0)`` after the chain has produced ``z_0`` (Kingma et al. 2021, the generative model), so
-        its ``decode`` maps ``z_0`` onto the data levels. The command line's ``sample`` and the
-        image demo call it on the samples; the samplers themselves never do (their output stays
-        the state of the SDE/ODE at ``t_end``).
+        A process of discrete data (:attr:`data_levels`) overrides it with its decoder (VDM's
+        ``p(x | z_0)``, Kingma et al. 2021). The command line's ``sample`` and the image demo call it;
+        the samplers never do (their output stays the state of the SDE/ODE at ``t_end``).
 
         Args:
             x: final sampler states, shape ``(batch, *dims)``.

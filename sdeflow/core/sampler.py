@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from ..errors import IncompatibleError
-from .score_model import ScoreModel
 from ..utils.options import constructor_options
 from ..utils.shapes import check_shape
+from .score_model import ScoreModel
 
 #: per-step callback ``callback(step, t, x)``: step index (0-based), time reached, current state
 StepCallback = Callable[[int, Tensor, Tensor], None]
