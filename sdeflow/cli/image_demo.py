@@ -38,13 +38,20 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..plugins.api import component_options, create_model, create_process, create_sampler
-from ..errors import OptionError
-from ..data.images import (DIGITS_LEVELS, DIGITS_SIZE, DequantizedImages, levels_to_signed, load_digits_split,
-                     save_image_grid, signed_to_levels)
 from ..core.likelihood import bits_per_dim, dequantize, log_likelihood
 from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
+from ..data.images import (
+    DIGITS_LEVELS,
+    DIGITS_SIZE,
+    DequantizedImages,
+    levels_to_signed,
+    load_digits_split,
+    save_image_grid,
+    signed_to_levels,
+)
+from ..errors import OptionError
+from ..plugins.api import component_options, create_model, create_process, create_sampler
 from ..training import Trainer, list_checkpoints
 
 #: how a process of discrete data's samples z_0 become images (:meth:`ForwardProcess.decode`)
@@ -158,7 +165,7 @@ def default_sampler(process: ForwardProcess) -> tuple[str, dict[str, Any]]:
     """The demo's sampler for ``process``: DPM-Solver++ (20 steps, Lu et al. 2022b) for processes of
     continuous data; for a process of discrete data (``vdm``) its own ancestral chain
     ``p(z_s | z_t)`` with 1000 steps and ``x_0``-clipping to ``[-1, 1]`` (Kingma et al. 2021, Eqs.
-    26-27; reference text 003's sampler), ending at ``z_0`` (no extra denoising: the decoder
+    26-27), ending at ``z_0`` (no extra denoising: the decoder
     ``p(x | z_0)`` maps ``z_0`` onto the levels, :meth:`ForwardProcess.decode`)."""
     if process.data_levels is not None:
         return "ancestral", {"steps": 1000, "clip_x0": 1.0, "denoise": False}

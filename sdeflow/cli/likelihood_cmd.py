@@ -149,7 +149,8 @@ def _likelihood(run: Any, data: str | None, data_opt: tuple[str, ...], n: int | 
     if bins is not None:
         bpd = float(bits_per_dim(lp, dims, bins=bins, data_range=data_range).mean())
         summary["discrete_bits_per_dim"] = bpd
-        lines.append(f"  discrete ({bins} levels in {list(data_range)}, uniform dequantization bound): {bpd:.4f} bits/dim")
+        lines.append(f"  discrete ({bins} levels in {list(data_range)}, uniform dequantization bound): "
+                     f"{bpd:.4f} bits/dim")
     if resolved.target is not None:
         true = float(resolved.target.log_prob(x_all.to(resolved.target.dtype)).mean())
         summary["true_log_prob_mean"] = true
