@@ -50,6 +50,11 @@ class Sampler:
     stochastic for ``eta > 0``, ``pc`` on its components) overrides them with properties;
     :meth:`capabilities` reports an instance's. :meth:`options` lists the constructor options
     and their defaults; the attribute names ``options`` and ``capabilities`` are reserved.
+
+    Writing one: a sampler on a time grid subclasses :class:`sdeflow.solvers.GridSampler` and
+    implements ``plan(run, t_start, t_end)`` and ``step(run, k, state)``; any other implements
+    ``_sample(score_model, shape, generator, callback, progress, return_trajectory) -> SampleResult``
+    inside a :class:`sdeflow.solvers.SamplingRun` (``docs/writing-a-plugin.md``).
     """
 
     name: ClassVar[str] = ""
