@@ -8,6 +8,7 @@ package ``__init__``).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from click.testing import CliRunner, Result
@@ -50,7 +51,7 @@ def invoke(*args: str, ok: bool = True) -> Result:
     return result
 
 
-def unobserved_repaint(**options: object) -> "sdeflow.Sampler":
+def unobserved_repaint(**options: object) -> Any:
     """The ``repaint`` sampler on any score model, conditioned on nothing: it samples
     ``score_model.given(mask=all False, values=0)``, i.e. ancestral steps with RePaint's jumps back
     (exact forward transitions), whose law is the model's own; the generic sampler checks run

@@ -15,11 +15,11 @@ from typing import Callable
 
 import pytest
 import torch
+from common import unobserved_repaint
 from torch import Tensor, nn
 
 import sdeflow
 from sdeflow import testing as kit
-from common import unobserved_repaint
 from sdeflow.plugins.manager import get_manager
 from sdeflow.testing.pytest_plugin import ComponentSpec, model_shape, parse_component_line
 

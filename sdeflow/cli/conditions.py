@@ -74,7 +74,8 @@ class Conditions:
         return out
 
 
-def resolve_classes(values: tuple[str, ...], num_classes: int | None, names: list[str] | None) -> tuple[list[int], list[str]]:
+def resolve_classes(values: tuple[str, ...], num_classes: int | None,
+                    names: list[str] | None) -> tuple[list[int], list[str]]:
     """``--class`` values (indices or class names) as indices and names.
 
     Raises:
@@ -148,7 +149,8 @@ def _png(path: Path, shape: tuple[int, ...], flag: str, dtype: torch.dtype) -> T
     from ..errors import SdeflowError
 
     if len(shape) != 3 or shape[1] != shape[2]:
-        raise click.BadParameter(f"a PNG {flag} needs a model of square images; its samples are {shape}", param_hint=flag)
+        raise click.BadParameter(f"a PNG {flag} needs a model of square images; its samples are {shape}",
+                                 param_hint=flag)
     try:
         return load_image(path, channels=shape[0], size=shape[1], dtype=dtype)
     except SdeflowError as exc:

@@ -9,10 +9,18 @@ import click
 from click.core import ParameterSource
 
 from .main import main
-from .options import (cli_errors, common_options, component_option, parse_assignments, progress_option, resolve_device,
-                      resolve_dtype, resolve_seed)
+from .options import (
+    cli_errors,
+    common_options,
+    component_option,
+    parse_assignments,
+    progress_option,
+    resolve_device,
+    resolve_dtype,
+    resolve_seed,
+)
 
-#: processes the image demo trains when no --process is given (issue 4: VDM, and VP for comparison)
+#: processes the image demo trains when no --process is given (VDM, a process of discrete data, and VP for comparison)
 IMAGE_DEMO_PROCESSES = ("vp", "vdm")
 
 
@@ -48,10 +56,11 @@ def demo_command(ctx: click.Context, out_dir: str, n: int, steps: int | None, qu
                                    f"`sdeflow demo {ctx.invoked_subcommand}` after the subcommand")
         return
     if images:
-        given = {name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None) for name in ("out_dir", "n")}
-        ctx.invoke(image_demo_command, out_dir=out_dir if given["out_dir"] else "image_demo_out",
-                   n_samples=n if given["n"] else None, steps=steps, quick=quick, progress=progress, device=device,
-                   seed=seed, dtype=dtype)
+        set_by_user = {name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+                       for name in ("out_dir", "n")}
+        ctx.invoke(image_demo_command, out_dir=out_dir if set_by_user["out_dir"] else "image_demo_out",
+                   n_samples=n if set_by_user["n"] else None, steps=steps, quick=quick, progress=progress,
+                   device=device, seed=seed, dtype=dtype)
         return
     from .demo import run_demo
 
@@ -94,7 +103,8 @@ def demo_command(ctx: click.Context, out_dir: str, n: int, steps: int | None, qu
 @common_options
 def image_demo_command(out_dir: str, processes: tuple[str, ...], minutes: float, steps: int | None, sampler: str | None,
                        sampler_opt: tuple[str, ...], model_opt: tuple[str, ...], image_size: int,
-                       n_samples: int | None, n_eval: int | None, decode: str, labels: bool, guidance: tuple[float, ...],
+                       n_samples: int | None, n_eval: int | None, decode: str, labels: bool,
+                       guidance: tuple[float, ...],
                        quick: bool, progress: bool, device: str | None, seed: int | None, dtype: str | None) -> None:
     """Train a small UNet on scikit-learn's 8x8 digits under VP and VDM (or --process ...), write each
     one's sample grid and its bits/dim on held-out digits, and a summary table.
@@ -121,7 +131,8 @@ def image_demo_command(out_dir: str, processes: tuple[str, ...], minutes: float,
         from .options import build_component
 
         build_component("sampler", sampler, sampler_options)  # bad names and options: a usage error now
-    kwargs: dict[str, Any] = {"n_samples": n_samples or (16 if quick else 64), "n_eval": n_eval or (16 if quick else 128)}
+    kwargs: dict[str, Any] = {"n_samples": n_samples or (16 if quick else 64),
+                              "n_eval": n_eval or (16 if quick else 128)}
     if guidance and not labels:
         raise click.BadParameter("the guidance sweep needs --labels", param_hint="--guidance")
     if labels:

@@ -10,9 +10,16 @@ from typing import Any
 import click
 
 from .main import main
-from .options import (build_component, cli_errors, common_options, component_option, parse_assignments,
-                      progress_option, resolve_device, resolve_seed)
-
+from .options import (
+    build_component,
+    cli_errors,
+    common_options,
+    component_option,
+    parse_assignments,
+    progress_option,
+    resolve_device,
+    resolve_seed,
+)
 
 #: what ``--decode`` does with the final state of a process of discrete data
 DECODE_CHOICES = ("mode", "sample", "none")
@@ -161,7 +168,8 @@ def _sample(run: Any, sampler: str, options: dict[str, Any], n: int, out_path: P
         save_samples(out_path, gathered, meta)
     given = ""
     if cond.classes is not None:
-        given += f" of class {', '.join(cond.class_names or [])}" + (f" (guidance {cond.guidance:g})" if cond.guidance else "")
+        given += f" of class {', '.join(cond.class_names or [])}"
+        given += f" (guidance {cond.guidance:g})" if cond.guidance else ""
     if cond.mask is not None:
         given += f" given {int(cond.mask.sum())} known values"
     msg = (f"drew {n} samples {tuple(gathered.shape[1:])}{given} with {sampler} {options or ''} from step "

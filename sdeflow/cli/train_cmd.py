@@ -12,8 +12,16 @@ from ..core.parametrization import PARAMETRIZATIONS
 from .config import RunConfig, apply_overrides, coerce_training_value, load_config
 from .data import dataset_help, infer_model_options, infer_process_options, resolve_data
 from .main import main
-from .options import (build_component, cli_errors, common_options, component_option, parse_assignments,
-                      progress_option, resolve_device, resolve_dtype)
+from .options import (
+    build_component,
+    cli_errors,
+    common_options,
+    component_option,
+    parse_assignments,
+    progress_option,
+    resolve_device,
+    resolve_dtype,
+)
 
 
 @main.command("train")
@@ -27,7 +35,8 @@ from .options import (build_component, cli_errors, common_options, component_opt
               help="Data set name, a .pt/.pth/.npz/.npy file (N, *dims) (4-D: images) or a folder of PNG images "
               "[default: nine_gaussians]. Names: " + dataset_help())
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE",
-              help="Data-set option (repeatable), e.g. n=20000 for a fixed set, noise=0.05, size=16 (digits); key=NAME, "
+              help="Data-set option (repeatable), e.g. n=20000 for a fixed set, noise=0.05, size=16 (digits); "
+                   "key=NAME, "
                    "value_range=[0,1], layout=nhwc for files; channels=1, size=32 for PNG folders.")
 @click.option("--labels/--no-labels", "labels", default=None,
               help="Train a class-conditional network on the data's class labels (a mixture's component, the digits' "
@@ -53,7 +62,8 @@ from .options import (build_component, cli_errors, common_options, component_opt
 @common_options
 def train_command(config_path: str | None, process: str | None, process_opt: tuple[str, ...], model: str | None,
                   model_opt: tuple[str, ...], parametrization: str | None, data: str | None, data_opt: tuple[str, ...],
-                  labels: bool | None, steps: int | None, batch_size: int | None, lr: float | None, checkpoint_every: int | None,
+                  labels: bool | None, steps: int | None, batch_size: int | None, lr: float | None,
+                  checkpoint_every: int | None,
                   train_opt: tuple[str, ...], out: str | None, resume: bool, print_config: bool,
                   save_config: str | None, progress: bool, device: str | None, seed: int | None,
                   dtype: str | None) -> None:
@@ -153,8 +163,8 @@ def _train(cfg: RunConfig, ctx: Any, dev: Any, progress: bool, resume: bool, ech
             f"{files[0].name}, {files[1].name} and config.toml in {out}")
         guide = " --class 0 --guidance 2" if data.num_classes is not None else ""
         if len(data.sample_shape) == 3:
-            say(f"sample it: sdeflow sample {out} --sampler ancestral --n 64{guide} --out samples.npz   (+ samples.png, "
-                "a grid)")
+            say(f"sample it: sdeflow sample {out} --sampler ancestral --n 64{guide} --out samples.npz"
+                "   (+ samples.png, a grid)")
         else:
             say(f"sample it: sdeflow sample {out} --sampler ode --n 2000{guide} --out samples.npz")
     if ctx is not None:

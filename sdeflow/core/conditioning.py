@@ -36,9 +36,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from . import parametrization as P
 from ..errors import IncompatibleError, OptionError, ShapeError
 from ..utils.shapes import append_dims, rand, randn
+from . import parametrization as P
 from .score_model import ScoreModel
 
 #: the label value meaning "no label": the unconditional prediction (the null token of Ho & Salimans 2022)
@@ -108,6 +108,8 @@ class ConditionedScoreModel(ScoreModel):
             to be valid; no device synchronisation).
     """
 
+    _base: ScoreModel
+
     def __init__(self, base: ScoreModel, labels: Any = None, guidance: float | Sequence[float] | Tensor = 0.0, *,
                  negative: Any = None, mask: Tensor | None = None, values: Tensor | None = None,
                  batched: bool = True, check: bool = True) -> None:
@@ -126,7 +128,8 @@ class ConditionedScoreModel(ScoreModel):
         if (labels is not None or negative is not None) and k is None:
             raise IncompatibleError(
                 f"the network {type(base.network).__name__} takes no class labels (it has no num_classes); build a "
-                "class-conditional one, e.g. sdeflow.create_model('mlp', dim=d, num_classes=k), and train it with labels")
+                "class-conditional one, e.g. sdeflow.create_model('mlp', dim=d, num_classes=k), and train it with "
+                "labels")
         if labels is None and (negative is not None or bool((w != 0).any())):
             raise OptionError("guidance and negative labels need labels: given(labels, guidance=w)")
         limit = k if check else None
@@ -158,7 +161,7 @@ class ConditionedScoreModel(ScoreModel):
     @property
     def base(self) -> ScoreModel:
         """The unconditioned score model."""
-        return self._base  # type: ignore[no-any-return]
+        return self._base
 
     @property
     def num_classes(self) -> int | None:
@@ -290,6 +293,9 @@ class ConditionedScoreModel(ScoreModel):
         if self.mask is not None:
             parts.append(f"observed={int(self.mask.sum())} of {self.mask.numel()} values")
         return ", ".join(parts)
+
+
+ScoreModel.view_class = ConditionedScoreModel
 
 
 def _guidance(guidance: float | Sequence[float] | Tensor) -> Tensor:

@@ -14,15 +14,16 @@ covariances are diagonal), with no decomposition per time and no autograd.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import OptionError, ShapeError
 from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
+from ..errors import OptionError, ShapeError
 from ..utils.shapes import randn
+from .mixture_conditioning import condition_on_coordinates
 
 
 def _as_tensor(v: object, dtype: torch.dtype) -> Tensor:
@@ -71,7 +72,8 @@ class GaussianMixture:
             off = c - torch.diag_embed(torch.diagonal(c, dim1=-2, dim2=-1))
             diagonal = bool(torch.all(off == 0))
             if diagonal:
-                lam, vecs = torch.diagonal(c, dim1=-2, dim2=-1).clone(), torch.eye(d, dtype=dtype).expand(k, d, d).clone()
+                lam = torch.diagonal(c, dim1=-2, dim2=-1).clone()
+                vecs = torch.eye(d, dtype=dtype).expand(k, d, d).clone()
         else:
             raise ShapeError(
                 f"covs must be (K, d, d), (K, d), (K,) or a float for K={k}, d={d}; got shape {tuple(c.shape)}"
@@ -125,7 +127,8 @@ class GaussianMixture:
         return second - torch.outer(m, m)
 
     def at(self, a: float | Tensor, s: float | Tensor) -> "GaussianMixture":
-        """The mixture of ``a x + s eps`` for scalars ``a``, ``s``: means ``a mu_k``, covariances ``a^2 Sigma_k + s^2 I``."""
+        """The mixture of ``a x + s eps`` for scalars ``a``, ``s``: means ``a mu_k``, covariances
+        ``a^2 Sigma_k + s^2 I``."""
         a = float(a)
         s = float(s)
         out = self.to()
@@ -154,7 +157,8 @@ class GaussianMixture:
         if int(n) != n or n <= 0:
             raise OptionError(f"n must be a positive integer, got {n!r}")
         gen_device = generator.device if generator is not None else self.device
-        idx = torch.multinomial(self.weights.to(gen_device), int(n), replacement=True, generator=generator).to(self.device)
+        idx = torch.multinomial(self.weights.to(gen_device), int(n), replacement=True, generator=generator)
+        idx = idx.to(self.device)
         if components is not None:
             comp = self._check_components(components, int(n), self.device)
             idx = torch.where(comp >= 0, comp, idx)
@@ -197,13 +201,16 @@ class GaussianMixture:
 
     def _flat(self, x: Tensor) -> tuple[Tensor, torch.Size]:
         if x.ndim < 2 or x[0].numel() != self.dim:
-            raise ShapeError(f"expected samples of shape (n, {self.dim}) (or (n, *dims) with {self.dim} values each), got {tuple(x.shape)}")
+            raise ShapeError(f"expected samples of shape (n, {self.dim}) (or (n, *dims) with {self.dim} values each), "
+                             f"got {tuple(x.shape)}")
         return x.reshape(x.shape[0], self.dim), x.shape
 
     def _coeffs(self, x: Tensor, a: Tensor | float, s: Tensor | float) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
-        a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(n) if not isinstance(a, Tensor) or a.ndim == 0 else a
-        s = torch.as_tensor(s, dtype=x.dtype, device=x.device).expand(n) if not isinstance(s, Tensor) or s.ndim == 0 else s
+        if not isinstance(a, Tensor) or a.ndim == 0:
+            a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(n)
+        if not isinstance(s, Tensor) or s.ndim == 0:
+            s = torch.as_tensor(s, dtype=x.dtype, device=x.device).expand(n)
         return a.to(x.dtype), s.to(x.dtype)
 
     def marginal_log_prob(self, x: Tensor, a: Tensor | float, s: Tensor | float,
@@ -270,15 +277,21 @@ class GaussianMixture:
             mask: boolean ``(d,)``, ``True`` = observed (at least one observed, one not).
             values: ``(d,)``, the observed values (entries where ``mask`` is False are ignored).
         """
-        from .mixture_conditioning import condition_on_component, condition_on_coordinates
-
         if component is not None:
             if mask is not None or values is not None:
                 raise OptionError("condition() takes component=k or mask=m, values=v, not both")
-            return condition_on_component(self, component)
+            k = self.n_components
+            if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < k:
+                raise OptionError(f"component must be an integer in 0..{k - 1}, got {component!r}")
+            out = self.to()
+            out.weights = torch.ones(1, dtype=self.dtype, device=self.device)
+            for name in ("means", "eigvals", "eigvecs"):
+                setattr(out, name, getattr(self, name)[component:component + 1].clone())
+            return out
         if mask is None or values is None:
             raise OptionError("condition() needs component=k, or mask=m (True = observed) and values=v")
-        return condition_on_coordinates(self, mask, values)
+        weights, means, covs = condition_on_coordinates(self.weights, self.means, self.covs, mask, values)
+        return GaussianMixture(weights, means, covs, dtype=self.dtype).to(device=self.device)
 
     # ------------------------------------------------------------------ exact score model
     def score_model(self, process: ForwardProcess, exact_prior: bool = True) -> "ExactMixtureScoreModel":
@@ -297,6 +310,11 @@ class GaussianMixture:
 
 class _MixtureParams(nn.Module):
     """Holds a mixture's tensors as buffers so ``.to(device, dtype)`` moves them."""
+
+    weights: Tensor
+    means: Tensor
+    eigvals: Tensor
+    eigvecs: Tensor
 
     def __init__(self, gmm: GaussianMixture, dtype: torch.dtype) -> None:
         super().__init__()
@@ -330,28 +348,33 @@ class ExactMixtureScoreModel(ScoreModel):
         self.exact_prior = exact_prior
 
     @property
+    def _params(self) -> _MixtureParams:
+        return cast(_MixtureParams, self.network)
+
+    @property
     def mixture(self) -> GaussianMixture:
         """The data distribution ``p_0`` (on the model's device and dtype)."""
-        return self.network.mixture()
+        return self._params.mixture()
 
     @property
     def num_classes(self) -> int:
         """The components are the classes: ``given(labels)`` conditions on component indices."""
-        return self.network.mixture().n_components
+        return self._params.mixture().n_components
 
     def network_output(self, x: Tensor, t: Tensor) -> Tensor:
         a, s = self.process.marginal(t)
-        return self.network.mixture().marginal_score(x, a, s)
+        return self._params.mixture().marginal_score(x, a, s)
 
     def conditional_output(self, x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
         """The exact score of each sample's component ``grad log p_t(x | c)`` (``c = -1``: the mixture's)."""
         a, s = self.process.marginal(t)
-        return self.network.mixture().marginal_score(x, a, s, components=labels)
+        return self._params.mixture().marginal_score(x, a, s, components=labels)
 
     def conditional_prior_sample(self, shape: Sequence[int], labels: Tensor | None,
                                  generator: torch.Generator | None = None, device: torch.device | str | None = None,
                                  dtype: torch.dtype | None = None) -> Tensor:
-        """Initial samples: with ``exact_prior``, each sample's component of ``p_{t_max}`` (exact ``p_{t_max}(x | c)``)."""
+        """Initial samples: with ``exact_prior``, each sample's component of ``p_{t_max}`` (the exact
+        ``p_{t_max}(x | c)``)."""
         if labels is None or not self.exact_prior:
             return self.prior_sample(shape, generator, device, dtype)
         pt = self._prior_mixture(shape)
@@ -364,19 +387,19 @@ class ExactMixtureScoreModel(ScoreModel):
             return self.prior_log_prob(x)
         t = self.process.check_time(float(self.process.t_max), x.shape[0], like=x)
         a, s = self.process.marginal(t)
-        return self.network.mixture().marginal_log_prob(x, a, s, components=labels)
+        return self._params.mixture().marginal_log_prob(x, a, s, components=labels)
 
     def marginal_log_prob(self, x: Tensor, t: Tensor | float) -> Tensor:
         """``log p_t(x)`` in closed form (nats, shape ``(batch,)``)."""
         t = self.process.check_time(t, x.shape[0], like=x)
         a, s = self.process.marginal(t)
-        return self.network.mixture().marginal_log_prob(x, a, s)
+        return self._params.mixture().marginal_log_prob(x, a, s)
 
     def marginal_mixture(self, t: float) -> GaussianMixture:
         """``p_t`` itself, as a :class:`GaussianMixture`."""
         tt = self.process.check_time(torch.tensor([float(t)], dtype=self.dtype, device=self.device))
         a, s = self.process.marginal(tt)
-        return self.network.mixture().at(float(a[0]), float(s[0]))
+        return self._params.mixture().at(float(a[0]), float(s[0]))
 
     def prior_sample(self, shape: Sequence[int], generator: torch.Generator | None = None,
                      device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:

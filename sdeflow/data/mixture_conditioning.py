@@ -1,4 +1,4 @@
-"""Exact conditionals of a Gaussian mixture: given its component, and given some of its coordinates.
+"""The exact conditional of a Gaussian mixture given some of its coordinates.
 
 For ``p(x) = sum_k w_k N(x; mu_k, Sigma_k)`` and a split of the coordinates into observed ``O`` and
 unobserved ``U``,
@@ -15,39 +15,23 @@ factorisations of the observed blocks.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import OptionError, ShapeError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .gaussian_mixture import GaussianMixture
 
-
-def condition_on_component(gmm: "GaussianMixture", component: int) -> "GaussianMixture":
-    """The ``component``-th component of ``gmm`` as a one-component mixture (same dtype and device)."""
-    from .gaussian_mixture import GaussianMixture
-
-    k = gmm.n_components
-    if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < k:
-        raise OptionError(f"component must be an integer in 0..{k - 1}, got {component!r}")
-    out = object.__new__(GaussianMixture)
-    out.weights = torch.ones(1, dtype=gmm.dtype, device=gmm.device)
-    out.means = gmm.means[component:component + 1].clone()
-    out.eigvals = gmm.eigvals[component:component + 1].clone()
-    out.eigvecs = gmm.eigvecs[component:component + 1].clone()
-    out.diagonal = gmm.diagonal
-    return out
-
-
-def condition_on_coordinates(gmm: "GaussianMixture", mask: Tensor | Sequence[bool],
-                             values: Tensor | Sequence[float]) -> "GaussianMixture":
-    """``p(x_U | x_O = values_O)`` (module docstring) over the unobserved coordinates, in their order.
+def condition_on_coordinates(weights: Tensor, means: Tensor, covs: Tensor, mask: Tensor | Sequence[bool],
+                             values: Tensor | Sequence[float]) -> tuple[Tensor, Tensor, Tensor]:
+    """The weights ``(K,)``, means ``(K, |U|)`` and covariances ``(K, |U|, |U|)`` (float64) of
+    ``p(x_U | x_O = values_O)`` (module docstring) over the unobserved coordinates, in their order.
 
     Args:
-        gmm: the joint mixture.
+        weights: the joint mixture's weights ``(K,)``.
+        means: its means ``(K, d)``.
+        covs: its covariances ``(K, d, d)``.
         mask: boolean with ``d`` entries (any shape), ``True`` = observed.
         values: ``d`` values (entries where ``mask`` is False are ignored).
 
@@ -56,13 +40,11 @@ def condition_on_coordinates(gmm: "GaussianMixture", mask: Tensor | Sequence[boo
             observed values.
         ShapeError: mask or values without ``d`` entries.
     """
-    from .gaussian_mixture import GaussianMixture
-
-    d = gmm.dim
-    m = torch.as_tensor(mask, device=gmm.device)
+    d, device = means.shape[1], means.device
+    m = torch.as_tensor(mask, device=device)
     if m.dtype != torch.bool:
         raise OptionError(f"mask must be boolean (True = observed), got dtype {m.dtype}")
-    v = torch.as_tensor(values, dtype=torch.float64, device=gmm.device)
+    v = torch.as_tensor(values, dtype=torch.float64, device=device)
     if m.numel() != d or v.numel() != d:
         raise ShapeError(f"mask and values must have {d} entries (the mixture's dimension), got {m.numel()} and "
                          f"{v.numel()}")
@@ -74,23 +56,22 @@ def condition_on_coordinates(gmm: "GaussianMixture", mask: Tensor | Sequence[boo
     vo = v[obs]
     if not bool(torch.isfinite(vo).all()):
         raise OptionError("the observed values contain NaN/Inf")
-    cov = gmm.covs.to(torch.float64)
-    mu = gmm.means.to(torch.float64)
+    cov = covs.to(torch.float64)
+    mu = means.to(torch.float64)
     s_oo = cov[:, obs][:, :, obs]
     s_uo = cov[:, unobs][:, :, obs]
     s_uu = cov[:, unobs][:, :, unobs]
     chol = torch.linalg.cholesky(s_oo)
     diff = (vo[None] - mu[:, obs])[..., None]  # (K, |O|, 1)
     sol = torch.cholesky_solve(diff, chol)  # Sigma_OO^{-1} (v - mu_O)
-    means = mu[:, unobs] + (s_uo @ sol)[..., 0]
+    cond_means = mu[:, unobs] + (s_uo @ sol)[..., 0]
     gain = torch.cholesky_solve(s_uo.transpose(-1, -2), chol)  # Sigma_OO^{-1} Sigma_OU
-    covs = s_uu - s_uo @ gain
-    covs = 0.5 * (covs + covs.transpose(-1, -2))
+    cond_covs = s_uu - s_uo @ gain
+    cond_covs = 0.5 * (cond_covs + cond_covs.transpose(-1, -2))
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     log_lik = -0.5 * ((diff[..., 0] * sol[..., 0]).sum(-1) + logdet + obs.numel() * math.log(2 * math.pi))
-    log_w = torch.log(gmm.weights.to(torch.float64)) + log_lik
-    weights = torch.softmax(log_w, dim=0)
-    return GaussianMixture(weights, means, covs, dtype=gmm.dtype).to(device=gmm.device)
+    log_w = torch.log(weights.to(torch.float64)) + log_lik
+    return torch.softmax(log_w, dim=0), cond_means, cond_covs
 
 
-__all__ = ["condition_on_component", "condition_on_coordinates"]
+__all__ = ["condition_on_coordinates"]

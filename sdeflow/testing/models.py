@@ -161,7 +161,8 @@ def check_model_conditional(factory: ModelFactory, shape: Sequence[int]) -> None
     with torch.no_grad():
         out = net(x, t, labels)
         null = net(x, t)
-        assert out.shape == x.shape and out.dtype == x.dtype, f"{what}: net(x, t, labels) returned {tuple(out.shape)} {out.dtype}"
+        assert out.shape == x.shape and out.dtype == x.dtype, (
+            f"{what}: net(x, t, labels) returned {tuple(out.shape)} {out.dtype}")
         assert torch.isfinite(out).all(), f"{what}: output contains NaN/Inf"
         assert_close(net(x, t, None), null, f"{what}: net(x, t, None) vs net(x, t)", rtol=1e-12, atol=1e-12)
         assert_close(net(x, t, torch.full((n,), -1)), null, f"{what}: labels -1 (no label) vs net(x, t)",
@@ -181,7 +182,8 @@ def check_model_conditional(factory: ModelFactory, shape: Sequence[int]) -> None
     for view in (sm.given(labels), sm.given(torch.full((n,), -1))):
         net.zero_grad()
         loss = view.loss(x, generator=torch.Generator().manual_seed(2))
-        assert loss.ndim == 0 and torch.isfinite(loss), f"{what}: given(labels).loss must be a finite scalar, got {loss}"
+        assert loss.ndim == 0 and torch.isfinite(loss), (
+            f"{what}: given(labels).loss must be a finite scalar, got {loss}")
         loss.backward()
         grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters() if p.grad is not None]))
     assert grads[0].numel() and torch.isfinite(grads[0]).all(), f"{what}: missing or non-finite gradients"

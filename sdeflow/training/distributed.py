@@ -211,7 +211,8 @@ def current_context() -> DistributedContext | None:
     return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, dev)
 
 
-def resolve_context(distributed: "DistributedContext | bool | None", what: str = "distributed") -> DistributedContext | None:
+def resolve_context(distributed: "DistributedContext | bool | None",
+                    what: str = "distributed") -> DistributedContext | None:
     """The context a component runs on: ``False`` -> ``None`` (one process); ``None`` -> the running
     process group's (:func:`current_context`, ``None`` without one); ``True`` -> the running group's,
     which must exist; a :class:`DistributedContext` -> itself when it has more than one rank.
@@ -256,7 +257,9 @@ class LossModule(nn.Module):
         self.loss_fn = loss_fn
 
     def forward(self, x0: Tensor, generator: torch.Generator, labels: Tensor | None = None) -> Tensor:
-        model = self.score_model if labels is None else self.score_model.given(labels, check=False)
+        model: Any = self.score_model
+        if labels is not None:
+            model = model.given(labels, check=False)
         return self.loss_fn(model, x0, generator)
 
 

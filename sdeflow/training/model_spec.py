@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from ..plugins.api import component_spec, create_model, create_process
-from ..errors import SdeflowError
 from ..core.score_model import ScoreModel
+from ..errors import SdeflowError
+from ..plugins.api import component_spec, create_model, create_process
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
@@ -68,11 +68,12 @@ class ModelSpec:
 
     def to_manifest(self) -> dict[str, Any]:
         """The ``model_spec`` entry of a checkpoint manifest."""
-        entry = {"process": {"name": self.process, "options": dict(self.process_options)},
-                 "model": {"name": self.model, "options": dict(self.model_options)},
-                 "parametrization": self.parametrization,
-                 "sample_shape": None if self.sample_shape is None else [int(s) for s in self.sample_shape],
-                 "dtype": self.dtype}
+        entry: dict[str, Any] = {"process": {"name": self.process, "options": dict(self.process_options)},
+                                 "model": {"name": self.model, "options": dict(self.model_options)},
+                                 "parametrization": self.parametrization,
+                                 "sample_shape": (None if self.sample_shape is None
+                                                  else [int(s) for s in self.sample_shape]),
+                                 "dtype": self.dtype}
         if self.class_names is not None:
             entry["class_names"] = list(self.class_names)
         return entry
@@ -89,9 +90,11 @@ class ModelSpec:
                        process_options=dict(entry["process"].get("options") or {}),
                        model_options=dict(entry["model"].get("options") or {}),
                        parametrization=str(entry.get("parametrization", "eps")),
-                       sample_shape=None if entry.get("sample_shape") is None else [int(s) for s in entry["sample_shape"]],
+                       sample_shape=(None if entry.get("sample_shape") is None
+                                     else [int(s) for s in entry["sample_shape"]]),
                        dtype=str(entry.get("dtype", "float32")),
-                       class_names=None if entry.get("class_names") is None else [str(c) for c in entry["class_names"]])
+                       class_names=(None if entry.get("class_names") is None
+                                    else [str(c) for c in entry["class_names"]]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{where}: malformed model_spec {entry!r} ({type(exc).__name__}: {exc})") from exc
         if spec.dtype not in DTYPES:

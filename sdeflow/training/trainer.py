@@ -11,16 +11,22 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import NonFiniteError, OptionError
+from ..core.conditioning import drop_labels
 from ..core.score_model import ScoreModel
-from .checkpoint import (Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, prune_checkpoints,
-                         save_checkpoint)
+from ..errors import NonFiniteError, OptionError
 from ..utils.sharding import ShardedGenerator
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from .data import BatchSource
 from .distributed import DistributedContext, LossModule, resolve_context, wrap_ddp
 from .ema import EMA
 from .model_spec import describe_score_model
-from ..core.conditioning import drop_labels
 
 LossFn = Callable[[ScoreModel, Tensor, torch.Generator], Tensor]
 Callback = Callable[["Trainer", int], None]
@@ -182,7 +188,8 @@ class Trainer:
         self.conditional = score_model.num_classes is not None
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         if self.class_names is not None and (not self.conditional or len(self.class_names) != score_model.num_classes):
-            raise OptionError(f"class_names must name the {score_model.num_classes} classes of a class-conditional model, "
+            raise OptionError(f"class_names must name the {score_model.num_classes} classes of a class-conditional "
+                              "model, "
                               f"got {len(self.class_names)} names")
         #: the data-parallel context (``None``: this process alone)
         self.dist: DistributedContext | None = resolve_context(distributed)
@@ -261,7 +268,8 @@ class Trainer:
             raise OptionError("this model is class-conditional: train_step(x0, labels)")
         return self._step(x0, 1.0 / world, None, labels)
 
-    def _step(self, x0: Tensor, weight: float, rows: tuple[int, int, int] | None, labels: Tensor | None = None) -> Tensor:
+    def _step(self, x0: Tensor, weight: float, rows: tuple[int, int, int] | None,
+              labels: Tensor | None = None) -> Tensor:
         """One optimiser step; ``weight`` is this rank's share of the global batch mean, ``rows``
         its ``(start, stop, total)`` in the global batch (distributed only)."""
         if not self.model.training:
@@ -365,7 +373,8 @@ class Trainer:
                 bar.close()
         if window:
             self._flush(window_losses[:window])
-        if self.out_dir is not None and self.step > first and (not c.checkpoint_every or self.step % c.checkpoint_every):
+        if self.out_dir is not None and self.step > first and (
+                not c.checkpoint_every or self.step % c.checkpoint_every):
             self.save()
         return TrainResult(self.step, list(self.losses), time.perf_counter() - start)
 
@@ -481,7 +490,8 @@ class Trainer:
         except CheckpointError:
             raise
         except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt.path} does not fit this trainer: {type(exc).__name__}: {exc}") from exc
+            raise CheckpointError(f"checkpoint {ckpt.path} does not fit this trainer: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         self.last_checkpoint = ckpt.path
 
     def _load_state(self, ckpt: Checkpoint) -> None:

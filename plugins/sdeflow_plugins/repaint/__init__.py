@@ -1,13 +1,12 @@
 """Plugin ``repaint``: imputation by the replacement method with RePaint's resampling (Lugmayr et al. 2022)."""
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .sampler import RePaintSampler, repaint_schedule
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry: RegistryView) -> None:
+def sdeflow_register_samplers(registry: sdeflow.RegistryView) -> None:
     """Register ``repaint``."""
     registry.add("repaint", RePaintSampler)
 

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 import sdeflow
 from sdeflow.errors import IncompatibleError, OptionError
-from sdeflow.solvers.common import check_clip_x0, check_positive_int
-from sdeflow.solvers.grid_sampler import GridRun, GridSampler
-from sdeflow.solvers.grids import reverse_grid
-from sdeflow.solvers.transitions import VARIANCES, ancestral_mean_var, forward_transition
+from sdeflow.solvers import (
+    ANCESTRAL_VARIANCES,
+    GridRun,
+    GridSampler,
+    ancestral_step,
+    check_clip_x0,
+    check_positive_int,
+    reverse_grid,
+)
+
+
+@dataclass(frozen=True)
+class RePaintPlan:
+    """``alpha`` and ``sigma`` at the visited times (on the model's device) and, per move, whether it
+    goes back up in time (a jump)."""
+
+    alpha: Tensor
+    sigma: Tensor
+    up: tuple[bool, ...]
 
 
 def repaint_schedule(steps: int, jump_length: int, resample: int) -> list[int]:
@@ -79,8 +94,8 @@ class RePaintSampler(GridSampler):
                  clip_x0: float | None = None, denoise: bool = True, t_end: float | None = None,
                  check_finite: bool = True) -> None:
         repaint_schedule(steps, jump_length, resample)  # validates the three integers
-        if variance not in VARIANCES:
-            raise OptionError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
+        if variance not in ANCESTRAL_VARIANCES:
+            raise OptionError(f"variance must be one of {', '.join(ANCESTRAL_VARIANCES)}, got {variance!r}")
         check_clip_x0(clip_x0)
         self.steps, self.jump_length, self.resample = int(steps), int(jump_length), int(resample)
         self.variance, self.clip_x0 = variance, clip_x0
@@ -93,24 +108,27 @@ class RePaintSampler(GridSampler):
             raise IncompatibleError("sampler 'repaint' imputes observed coordinates: pass "
                                     "score_model.given(mask=m, values=y) (m: True where observed)")
 
-    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
-        """The visited times (down and up) and ``(alpha, sigma)`` at them."""
+    def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, RePaintPlan]:
+        """The visited times (down and up, :func:`repaint_schedule` on the grid) and the marginal at them."""
         base = reverse_grid(run.process, t_start, t_end, self.steps, default_steps=self.steps)
         visit = repaint_schedule(base.numel() - 1, self.jump_length, self.resample)
         path = base[torch.tensor(visit)]
-        a, s = run.process.marginal(path.to(device=run.device, dtype=run.dtype))
-        return path, (a, s, [j < i for i, j in zip(visit, visit[1:])])  # up: back to an earlier index
+        alpha, sigma = run.process.marginal(path.to(device=run.device, dtype=run.dtype))
+        return path, RePaintPlan(alpha, sigma, tuple(j < i for i, j in zip(visit, visit[1:])))
 
-    def _describe(self, run: GridRun) -> str:
+    def describe(self, run: GridRun) -> str:
+        """The options named in messages."""
         return f"steps={self.steps}, jump_length={self.jump_length}, resample={self.resample}"
 
-    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+    def step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
         """Down: an ancestral step and a fresh replacement of the observed coordinates; up: ``q(x_t | x_s)``."""
-        a_all, s_all, up = run.plan
-        a0, s0, a1, s1 = a_all[k], s_all[k], a_all[k + 1], s_all[k + 1]
-        if up[k]:  # a jump back: the forward transition from s = grid[k] to t = grid[k + 1]
-            return forward_transition(x, a0, s0, a1, s1, run.noise())
-        mean, var = ancestral_mean_var(x, run.x0(x, run.at(k)), a0, s0, a1, s1, self.variance)
-        x = mean + var.clamp_min(0).sqrt() * run.noise()
-        mask, values = run.score_model.observed(x)
-        return torch.where(mask, a1 * values + s1 * run.noise(), x)
+        a, s = run.plan.alpha, run.plan.sigma
+        if run.plan.up[k]:  # a jump back: the forward transition from grid[k] to the later grid[k + 1]
+            a_ts = a[k + 1] / a[k]
+            var = (s[k + 1] * s[k + 1] - a_ts * a_ts * s[k] * s[k]).clamp_min(0)
+            return a_ts * x + torch.sqrt(var) * run.noise()
+        x, _ = ancestral_step(x, run.x0(x, run.at(k)), a[k], s[k], a[k + 1], s[k + 1], run.noise(), self.variance)
+        view = run.score_model
+        assert isinstance(view, sdeflow.ConditionedScoreModel)  # check_compatible made sure
+        mask, values = view.observed(x)
+        return torch.where(mask, a[k + 1] * values + s[k + 1] * run.noise(), x)

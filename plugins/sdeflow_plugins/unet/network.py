@@ -8,13 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdeflow import LabelEmbedding
-from sdeflow.core.embeddings import sinusoidal_embedding
+from sdeflow import LabelEmbedding, sinusoidal_embedding
 from sdeflow.errors import OptionError, ShapeError
 
 from .blocks import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, zero_
-from .options import (check_cond_range, check_unit_float, heads_for, positive_int, resolve_attention,
-                      resolve_channel_mult)
+from .options import (
+    check_cond_range,
+    check_unit_float,
+    heads_for,
+    positive_int,
+    resolve_attention,
+    resolve_channel_mult,
+)
 
 
 class _Level(nn.ModuleList):
@@ -160,7 +165,9 @@ class UNet(nn.Module):
         lo, hi = self.cond_range
         u = (t.to(work) - lo) / (hi - lo)
         sin = sinusoidal_embedding(u, self.embed_dim, self.time_scale)
-        return self.time_mlp(sin.to(self.time_mlp[0].weight.dtype))
+        first = self.time_mlp[0]
+        assert isinstance(first, nn.Linear)
+        return self.time_mlp(sin.to(first.weight.dtype))
 
     def forward(self, x: Tensor, t_cond: Tensor, labels: Tensor | None = None) -> Tensor:
         """Predict a tensor shaped like ``x`` (``(batch, in_channels, s, s)``) at conditioning ``t_cond`` (``(batch,)``)
