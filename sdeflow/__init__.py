@@ -19,6 +19,7 @@ from .plugins.api import (component_options, create_component, create_model, cre
 from .plugins.manager import register_plugin, reload_plugins, unregister_plugin  # noqa: E402
 from .data import GaussianMixture  # noqa: E402
 from .core.likelihood import LikelihoodResult, bits_per_dim, log_likelihood  # noqa: E402
+from .core.losses import flow_matching_loss, logit_normal_time  # noqa: E402
 from .training.model_spec import load_score_model  # noqa: E402
 from .training.calibration import ScheduleCalibration, calibrate_schedule  # noqa: E402
 
@@ -42,10 +43,12 @@ __all__ = [
     "create_model",
     "create_process",
     "create_sampler",
+    "flow_matching_loss",
     "hookimpl",
     "list_plugins",
     "load_score_model",
     "log_likelihood",
+    "logit_normal_time",
     "register_plugin",
     "reload_plugins",
     "unregister_plugin",

@@ -115,7 +115,11 @@ def diffusion_loss(score_model: ScoreModel, x0: Tensor, generator: torch.Generat
     xt = a * x0 + s * noise
     with process.reusing_schedule(t, (gamma, dgamma)):
         out = score_model.network_output(xt, t)
-    eps_hat = P.to_eps(score_model.parametrization, out, xt, a, s)
+    derivatives = {}
+    if score_model.parametrization in P.NEEDS_DERIVATIVES:  # the velocity: d alpha/dt, d sigma/dt from gamma'
+        da_, ds_ = process.alpha_sigma_derivatives(a_, s_, dgamma)
+        derivatives = {"da": append_dims(da_, x0.ndim), "ds": append_dims(ds_, x0.ndim)}
+    eps_hat = P.to_eps(score_model.parametrization, out, xt, a, s, **derivatives)
     return 0.5 * dgamma * (noise - eps_hat).pow(2).reshape(n, -1).sum(1)
 
 
