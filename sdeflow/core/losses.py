@@ -36,7 +36,7 @@ from torch import Tensor
 
 from . import parametrization as P
 from ..errors import OptionError
-from ..utils.shapes import append_dims, rand, randn
+from ..utils.shapes import rand, randn
 
 if TYPE_CHECKING:  # pragma: no cover
     from .process import ForwardProcess
