@@ -199,8 +199,10 @@ def logit_normal_time(n: int, generator: torch.Generator | None = None, device: 
     Args:
         n: number of times.
         generator: random source.
-        device, dtype: of the result.
-        t_min, t_max: the interval the unit interval is mapped onto.
+        device: device of the result.
+        dtype: dtype of the result.
+        t_min: where the unit interval's 0 is mapped.
+        t_max: where the unit interval's 1 is mapped.
         mean: location ``m`` of the logit.
         std: scale ``s > 0`` of the logit.
 

@@ -63,7 +63,8 @@ def reference_posterior_mean(gmm: GaussianMixture, x: Tensor, a: float, s: float
     Args:
         gmm: the data distribution (float64).
         x: points, shape ``(n, d)``.
-        a, s: the marginal's coefficients at one time.
+        a: ``alpha_t`` at one time.
+        s: ``sigma_t`` at the same time.
 
     Returns:
         ``(n, d)``.
