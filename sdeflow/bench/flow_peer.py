@@ -54,7 +54,8 @@ def rf_frame(score_model: ScoreModel, t: float, like: Tensor) -> tuple[Tensor, f
 
 
 def time_of_level(score_model: ScoreModel, level: float, t_lo: float, t_hi: float) -> float:
-    """The process time of the rectified-flow level ``s`` (``log-SNR = 2 log((1 - s) / s)``), clamped to ``[t_lo, t_hi]``."""
+    """The process time of the rectified-flow level ``s`` (``log-SNR = 2 log((1 - s) / s)``), clamped to
+    ``[t_lo, t_hi]``."""
     if level <= 0.0:
         return t_lo
     if level >= 1.0:

@@ -50,10 +50,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import IncompatibleError, OptionError
 from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
+from ..errors import IncompatibleError, OptionError
 from ..utils.shapes import append_dims
+from .flow_peer import run_flow_peer
 
 #: diffusers' training timesteps
 NUM_TRAIN_TIMESTEPS = 1000
@@ -126,7 +127,8 @@ def peer_times(process: ForwardProcess, n: int = NUM_TRAIN_TIMESTEPS) -> Tensor:
 
 
 def peer_betas(process: ForwardProcess, times: Tensor) -> np.ndarray:
-    """``trained_betas`` with ``prod_{j<=k} (1 - beta_j) = sigmoid(log_snr(t_k))``: ``beta_k = 1 - abar_k / abar_{k-1}``."""
+    """``trained_betas`` with ``prod_{j<=k} (1 - beta_j) = sigmoid(log_snr(t_k))``:
+    ``beta_k = 1 - abar_k / abar_{k-1}``."""
     if not getattr(process, "gaussian_marginals", False):
         raise IncompatibleError(f"diffusers' schedulers need a process with Gaussian marginals; "
                                 f"{type(process).__name__} has none")
@@ -193,8 +195,6 @@ def run_peer(config: PeerConfig, budget: int, score_model: ScoreModel, x_T: Tens
         :class:`PeerResult` with samples in data space.
     """
     if config.flow:
-        from .flow_peer import run_flow_peer
-
         samples, nfe, steps = run_flow_peer(config, budget, score_model, x_T)
         return PeerResult(samples=samples, nfe=nfe, steps=steps)
     process = score_model.process

@@ -45,8 +45,9 @@ from typing import Any
 
 import click
 
-from ..errors import OptionError
 from ..core.parametrization import PARAMETRIZATIONS
+from ..errors import OptionError, UnknownComponentError
+from ..plugins.manager import get_manager
 from ..training.trainer import TrainConfig
 from .options import DTYPE_CHOICES
 
@@ -60,7 +61,8 @@ TRAIN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig) if f.n
 _OPTIONAL_FLOATS = ("grad_clip", "ema_decay")
 _INTS = ("steps", "batch_size", "warmup_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints")
 _FLOATS = ("lr", "weight_decay", "momentum", "min_lr_ratio")
-_SECTIONS: dict[str, tuple[str, ...]] = {"process": ("name", "options"), "model": ("name", "parametrization", "options"),
+_SECTIONS: dict[str, tuple[str, ...]] = {"process": ("name", "options"),
+                                         "model": ("name", "parametrization", "options"),
                                          "data": ("name", "options"), "training": TRAIN_FIELDS}
 _TOP = ("out", "seed", "device", "dtype")
 
@@ -126,9 +128,6 @@ class RunConfig:
 def process_parametrization(name: str) -> str:
     """The ``default_parametrization`` of the registered process ``name`` (``"eps"`` for an unknown name
     or a factory without one; the unknown name is reported when the process is built)."""
-    from ..errors import UnknownComponentError
-    from ..plugins.manager import get_manager
-
     try:
         factory = get_manager().registry.get("process", name).factory
     except UnknownComponentError:  # reported with the valid names when the process is built

@@ -9,10 +9,19 @@ import click
 from click.core import ParameterSource
 
 from .main import main
-from .options import (cli_errors, common_options, component_option, parse_assignments, progress_option, resolve_device,
-                      resolve_dtype, resolve_seed)
+from .options import (
+    cli_errors,
+    common_options,
+    component_option,
+    parse_assignments,
+    progress_option,
+    resolve_device,
+    resolve_dtype,
+    resolve_seed,
+)
 
-#: processes the image demo trains when no --process is given: VDM, VP for comparison, and a rectified flow
+#: processes the image demo trains when no --process is given (VDM, a process of discrete data, VP for
+#: comparison, and a rectified flow)
 IMAGE_DEMO_PROCESSES = ("vp", "vdm", "rectified_flow")
 
 
@@ -26,8 +35,8 @@ IMAGE_DEMO_PROCESSES = ("vp", "vdm", "rectified_flow")
 @click.option("--quick", is_flag=True, help="A small network, few steps and four solvers (seconds).")
 @click.option("--images", is_flag=True,
               help="Run the image demo instead (`sdeflow demo images` with its defaults: a UNet on the digits under "
-                   "vp, vdm and rectified_flow; --out [default: image_demo_out], --steps, -n (grid images), --quick and the common "
-                   "options carry over).")
+                   "vp, vdm and rectified_flow; --out [default: image_demo_out], --steps, -n (grid images), --quick "
+                   "and the common options carry over).")
 @progress_option
 @common_options
 @click.pass_context
@@ -48,10 +57,11 @@ def demo_command(ctx: click.Context, out_dir: str, n: int, steps: int | None, qu
                                    f"`sdeflow demo {ctx.invoked_subcommand}` after the subcommand")
         return
     if images:
-        given = {name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None) for name in ("out_dir", "n")}
-        ctx.invoke(image_demo_command, out_dir=out_dir if given["out_dir"] else "image_demo_out",
-                   n_samples=n if given["n"] else None, steps=steps, quick=quick, progress=progress, device=device,
-                   seed=seed, dtype=dtype)
+        set_by_user = {name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+                       for name in ("out_dir", "n")}
+        ctx.invoke(image_demo_command, out_dir=out_dir if set_by_user["out_dir"] else "image_demo_out",
+                   n_samples=n if set_by_user["n"] else None, steps=steps, quick=quick, progress=progress,
+                   device=device, seed=seed, dtype=dtype)
         return
     from .demo import run_demo
 
@@ -113,7 +123,8 @@ def image_demo_command(out_dir: str, processes: tuple[str, ...], minutes: float,
         from .options import build_component
 
         build_component("sampler", sampler, sampler_options)  # bad names and options: a usage error now
-    kwargs: dict[str, Any] = {"n_samples": n_samples or (16 if quick else 64), "n_eval": n_eval or (16 if quick else 128)}
+    kwargs: dict[str, Any] = {"n_samples": n_samples or (16 if quick else 64),
+                              "n_eval": n_eval or (16 if quick else 128)}
     if quick:
         model_options.setdefault("base_channels", 8)
         steps = steps or 100

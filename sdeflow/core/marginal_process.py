@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .process import ForwardProcess
 from ..utils.shapes import append_dims
+from .process import ForwardProcess
 
 
 class MarginalDefinedProcess(ForwardProcess):

@@ -31,16 +31,32 @@ import torchsde
 from torch import Tensor, nn
 from torch.distributions import Normal
 
-from ..plugins.api import create_sampler
-from ..errors import TimeRangeError
-from ..solvers.brownian import StepNoise
 from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
 from ..data.gaussian_mixture import ExactMixtureScoreModel, GaussianMixture
-from .common import (F64, CheckNotApplicable, as_float64, assert_close, assert_moments, coeffs, frac_time,
-                     graded_time_grid, require_gaussian_marginals, time_grid)
-from .mixtures import (MIXTURES, marginal_moments, mixture_1d, mixture_2d, reference_marginal,
-                       reference_posterior_mean)
+from ..errors import TimeRangeError
+from ..plugins.api import create_sampler
+from ..solvers import StepNoise
+from .common import (
+    F64,
+    CheckNotApplicable,
+    as_float64,
+    assert_close,
+    assert_moments,
+    coeffs,
+    frac_time,
+    graded_time_grid,
+    require_gaussian_marginals,
+    time_grid,
+)
+from .mixtures import (
+    MIXTURES,
+    marginal_moments,
+    mixture_1d,
+    mixture_2d,
+    reference_marginal,
+    reference_posterior_mean,
+)
 
 
 def _name(p: ForwardProcess) -> str:
@@ -565,6 +581,7 @@ def check_process_velocity(process: ForwardProcess) -> None:
             self.t: Tensor | None = None
 
         def forward(self, x: Tensor, t_cond: Tensor) -> Tensor:
+            assert self.t is not None, "set the time the network answers for"
             return sm.velocity(x, self.t)
 
     net = _Velocity()

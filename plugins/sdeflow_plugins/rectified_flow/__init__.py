@@ -3,14 +3,13 @@ forward process, so every sampler, the likelihood, the benchmark and training se
 diffusions alike. See ``docs/plugins/rectified_flow.md``."""
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .interpolants import INTERPOLANTS
 from .process import DEFAULT_T_MAX, TIME_SAMPLINGS, RectifiedFlowProcess
 
 
 @sdeflow.hookimpl
-def sdeflow_register_processes(registry: RegistryView) -> None:
+def sdeflow_register_processes(registry: sdeflow.RegistryView) -> None:
     """Register ``rectified_flow``."""
     registry.add("rectified_flow", RectifiedFlowProcess)
 

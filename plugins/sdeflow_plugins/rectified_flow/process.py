@@ -87,7 +87,8 @@ class RectifiedFlowProcess(ForwardProcess):
         return I.marginal(self.interpolant, t)
 
     def marginal_and_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(alpha_t, sigma_t, alpha_t', sigma_t')`` in closed form (``alpha' = -1``, ``sigma' = 1`` on the linear path)."""
+        """``(alpha_t, sigma_t, alpha_t', sigma_t')`` in closed form (``alpha' = -1``, ``sigma' = 1`` on the
+        linear path)."""
         a, s = I.marginal(self.interpolant, t)
         return (a, s, *I.derivatives(self.interpolant, t))
 
@@ -127,5 +128,6 @@ class RectifiedFlowProcess(ForwardProcess):
         return flow_matching_loss(score_model, x0, generator=generator)
 
     def extra_repr(self) -> str:
-        extra = f", logit_mean={self.logit_mean:g}, logit_std={self.logit_std:g}" if self.time_sampling == "logit_normal" else ""
+        extra = (f", logit_mean={self.logit_mean:g}, logit_std={self.logit_std:g}"
+                 if self.time_sampling == "logit_normal" else "")
         return f"interpolant={self.interpolant!r}, time_sampling={self.time_sampling!r}{extra}, " + super().extra_repr()
