@@ -82,7 +82,7 @@ def test_exact_view_scores_are_the_components() -> None:
     torch.testing.assert_close(guided, view.score(x, t) + w * grad)
 
 
-@pytest.mark.parametrize("parametrization", ["eps", "score", "x0", "v"])
+@pytest.mark.parametrize("parametrization", ["eps", "score", "x0", "v", "velocity"])
 def test_guidance_is_the_eps_combination_in_every_parametrization(parametrization: str) -> None:
     """(1 + w) eps(x, c) - w eps(x, null): combining the raw outputs of any parametrization is exactly
     the eps combination (the conversions are affine in the output, the weights sum to one)."""

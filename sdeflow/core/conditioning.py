@@ -216,8 +216,7 @@ class ConditionedScoreModel(ScoreModel):
         if self.mask is None:
             return out
         mask, values = self.observed(x)
-        a, s = self.process.marginal(t)
-        point = P.from_x0(self.parametrization, values, x, append_dims(a, x.ndim), append_dims(s, x.ndim))
+        point = P.from_x0(self.parametrization, values, x, **self.coefficients(t, x.ndim))
         return torch.where(mask, point, out)
 
     def observed(self, x: Tensor) -> tuple[Tensor, Tensor]:
