@@ -126,9 +126,10 @@ class GridSampler(Sampler):
 
     # ------------------------------------------------------------------ the loop
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback: StepCallback | None, progress: bool, return_trajectory: bool) -> SampleResult:
+                callback: StepCallback | None, progress: bool, return_trajectory: bool,
+                x_T: Tensor | None = None) -> SampleResult:
         run = GridRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory,
-                      self.clip_x0)
+                      self.clip_x0, x_T)
         t_start, t_end = resolve_interval(run.process, self.t_end)
         run.t_end = t_end
         run.t_stop = stop_time(score_model, t_end) if self.scores_at_end else t_end

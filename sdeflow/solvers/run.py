@@ -36,6 +36,8 @@ class SamplingRun:
         progress: as in :meth:`sdeflow.Sampler.sample`.
         return_trajectory: as in :meth:`sdeflow.Sampler.sample`.
         clip_x0: bound of the data prediction :attr:`x0` (``None``: no clipping).
+        x_T: the prior draw to start from (as :meth:`sdeflow.Sampler.sample` checked it), or ``None``
+            to draw one from ``generator``.
 
     Attributes:
         evaluator: the counted, watched score ``evaluator(x, t)``.
@@ -46,8 +48,9 @@ class SamplingRun:
 
     def __init__(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
                  check_finite: bool, callback: StepCallback | None, progress: bool, return_trajectory: bool,
-                 clip_x0: float | None = None) -> None:
+                 clip_x0: float | None = None, x_T: Tensor | None = None) -> None:
         self.score_model, self.process = score_model, score_model.process
+        self.x_T = x_T
         self.shape, self.generator = shape, generator
         self.device, self.dtype = score_model.device, score_model.dtype
         self.evaluator = ScoreEvaluator(score_model, check_finite)
@@ -78,7 +81,10 @@ class SamplingRun:
             self.observer.close()
 
     def prior(self) -> Tensor:
-        """``x_{t_max}`` from the model's prior, drawn from the run's generator."""
+        """``x_{t_max}``: a copy of the given ``x_T``, else a draw of the model's prior from the run's
+        generator (which a given ``x_T`` leaves untouched for the sampler's own noise)."""
+        if self.x_T is not None:
+            return self.x_T.clone()
         return self.score_model.prior_sample(self.shape, self.generator, self.device, self.dtype)
 
     def finish(self, x: Tensor, t_stop: float, t_end: float, denoise: bool) -> Tensor:

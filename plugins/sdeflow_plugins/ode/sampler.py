@@ -78,13 +78,15 @@ class ODESampler(Sampler):
         return float(ODE_ORDER.get(self.method) or ADAPTIVE_ORDER[self.method])
 
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
+                callback, progress: bool, return_trajectory: bool,  # type: ignore[no-untyped-def]
+                x_T: torch.Tensor | None = None) -> SampleResult:
         process = score_model.process
         t_start, t_end = resolve_interval(process, self.t_end)
         t_stop = stop_time(score_model, t_end)
         fixed = self.method in FIXED_GRID_METHODS
         steps = (self.steps or DEFAULT_FIXED_STEPS) if fixed else None
-        run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory)
+        run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory,
+                          x_T=x_T)
         evaluator = run.evaluator
         field = FlowField(process.probability_flow(evaluator), process, shape[0],
                           t_floor=t_stop if t_stop > t_end else None)

@@ -76,8 +76,10 @@ class SDESampler(Sampler):
         return SDE_STRONG_ORDER[self.method]
 
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory)
+                callback, progress: bool, return_trajectory: bool,  # type: ignore[no-untyped-def]
+                x_T: torch.Tensor | None = None) -> SampleResult:
+        run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory,
+                          x_T=x_T)
         process, evaluator = run.process, run.evaluator
         t_start, t_end = resolve_interval(process, self.t_end)
         t_stop = stop_time(score_model, t_end)
