@@ -21,6 +21,7 @@ from .data import GaussianMixture  # noqa: E402
 from .core.likelihood import LikelihoodResult, bits_per_dim, log_likelihood  # noqa: E402
 from .training.model_spec import load_score_model  # noqa: E402
 from .training.calibration import ScheduleCalibration, calibrate_schedule  # noqa: E402
+from . import interop  # noqa: E402  (pretrained models; imports diffusers only when used)
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "create_process",
     "create_sampler",
     "hookimpl",
+    "interop",
     "list_plugins",
     "load_score_model",
     "log_likelihood",
