@@ -26,7 +26,10 @@ def decodes(process: Any) -> bool:
 
 
 @main.command("sample")
-@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.argument("checkpoint", metavar="CHECKPOINT", required=False)
+@click.option("--diffusers", "diffusers_dir", default=None, metavar="DIR",
+              help="Sample a diffusers pipeline or model folder (UNet2DModel + scheduler config, safetensors) "
+                   "instead of a CHECKPOINT (sdeflow.interop.from_diffusers).")
 @component_option("sampler", default="ode",
                   help="Sampler (sde, ode, pc, ancestral, ddim, dpm_solver, heun, langevin, ...).")
 @click.option("-n", "--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Samples to draw.")
@@ -44,10 +47,11 @@ def decodes(process: Any) -> bool:
                    "Continuous processes are not affected.")
 @progress_option
 @common_options
-def sample_command(checkpoint: str, sampler: str, sampler_opt: tuple[str, ...], n: int, out: str,
-                   plot_path: str | None, no_plot: bool, raw: bool, batch_size: int | None, decode: str,
-                   progress: bool, device: str | None, seed: int | None, dtype: str | None) -> None:
-    """Draw samples from the score model in CHECKPOINT (a checkpoint folder or step_XXXXXXXX.json).
+def sample_command(checkpoint: str | None, diffusers_dir: str | None, sampler: str, sampler_opt: tuple[str, ...],
+                   n: int, out: str, plot_path: str | None, no_plot: bool, raw: bool, batch_size: int | None,
+                   decode: str, progress: bool, device: str | None, seed: int | None, dtype: str | None) -> None:
+    """Draw samples from the score model in CHECKPOINT (a checkpoint folder or step_XXXXXXXX.json), or
+    from a diffusers folder (--diffusers DIR); images are also drawn as a grid.
 
     Under torchrun the N samples are split over the ranks and gathered on rank 0.
 
@@ -57,8 +61,9 @@ def sample_command(checkpoint: str, sampler: str, sampler_opt: tuple[str, ...], 
       sdeflow sample runs/train --sampler sde --sampler-opt method=srk --sampler-opt steps=200 --out sde.pt
       sdeflow sample demo_out/model --sampler heun --sampler-opt steps=18 --raw
       sdeflow sample runs/digits --sampler ancestral --sampler-opt clip_x0=1 --sampler-opt denoise=false --n 64
+      sdeflow sample --diffusers my_ddpm --sampler dpm_solver --sampler-opt steps=20 --n 64 --out ddpm.npz
     """
-    from .loading import open_checkpoint
+    from .loading import open_model
     from .outputs import check_sample_path
 
     out_path = check_sample_path(out)
@@ -69,7 +74,7 @@ def sample_command(checkpoint: str, sampler: str, sampler_opt: tuple[str, ...], 
     from ..training.distributed import distributed_session
 
     with distributed_session(resolve_device(device)) as ctx:
-        run = open_checkpoint(checkpoint, raw, ctx, dtype)
+        run = open_model(checkpoint, diffusers_dir, raw, ctx, dtype)
         _sample(run, sampler, options, n, out_path, png, raw, batch_size, progress, seed, decode)
 
 
@@ -111,14 +116,15 @@ def _sample(run: Any, sampler: str, options: dict[str, Any], n: int, out_path: P
     if decoded:  # the generative model's last factor p(x | z_0) (vdm)
         with cli_errors():
             gathered = run.model.process.decode(gathered, run.generator(seed_v, stream=2), sample=decode == "sample")
-    meta: dict[str, Any] = {"checkpoint": str(run.checkpoint.path), "step": run.checkpoint.step, "sampler": sampler,
+    meta: dict[str, Any] = {"checkpoint": str(run.checkpoint.path), "step": None if run.pretrained else run.checkpoint.step,
+                            "pretrained": run.pretrained, "sampler": sampler,
                             "sampler_options": _jsonable(options), "nfe": nfe, "seed": seed_v, "ema": not raw,
                             "seconds": seconds, "world_size": run.ctx.world_size,
                             "decoded": decode if decoded else None}
     with cli_errors():
         save_samples(out_path, gathered, meta)
-    msg = (f"drew {n} samples {tuple(gathered.shape[1:])} with {sampler} {options or ''} from step "
-           f"{run.checkpoint.step} ({'raw' if raw else 'EMA'} weights): nfe={nfe}, {seconds:.2f} s"
+    msg = (f"drew {n} samples {tuple(gathered.shape[1:])} with {sampler} {options or ''} from "
+           f"{run.origin(raw)}: nfe={nfe}, {seconds:.2f} s"
            + (f", decoded by p(x | z_0) ({decode})" if decoded else "") + f" -> {out_path}")
     click.echo(msg)
     bad = int((~torch.isfinite(gathered)).any(dim=tuple(range(1, gathered.ndim))).sum()) if gathered.numel() else 0
