@@ -32,7 +32,7 @@ from ..errors import OptionError, SdeflowError
 from ..plugins.api import component_options, create_sampler, list_plugins
 from .configs import BUILTIN_CONFIGS, SamplerConfig, resolve_config
 from .orders import fit_orders, order_of
-from .outputs import fmt
+from .outputs import _clean, fmt
 from .overhead import machine
 from .peers import DETERMINISTIC_PEERS, NUM_TRAIN_TIMESTEPS, PeerConfig, peer_config, peers_available, run_peer
 from .reference import ode_reference, rms_path_error
@@ -318,16 +318,7 @@ def network_table(result: NetworkBenchResult) -> str:
 
 def network_json(result: NetworkBenchResult) -> dict[str, Any]:
     """Plain JSON data (non-finite numbers as strings)."""
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return str(v)
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    return clean(dict(spec=asdict(result.spec), model=result.model, process=result.process,
+    return _clean(dict(spec=asdict(result.spec), model=result.model, process=result.process,
                       sample_shape=result.sample_shape, rows=result.rows, reference=result.reference,
                       orders=result.orders, notes=result.notes, meta=result.meta))
 
