@@ -124,3 +124,11 @@ def test_bad_input() -> None:
     with pytest.raises(ShapeError, match="returned"):
         sm.score(torch.zeros(2, 2, dtype=F64), torch.full((2,), 0.5, dtype=F64))
     assert math.isfinite(float(from_function(edm_denoiser, dtype=F64).score_t_min))
+
+
+def test_import_sdeflow_does_not_import_diffusers() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, sdeflow, sdeflow.interop, sdeflow.cli; assert 'diffusers' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
