@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from common import invoke
 
 import sdeflow
 from sdeflow.bench.network import NetworkBenchSpec, all_deterministic_samplers, run_network_bench, write_network_outputs
 from sdeflow.errors import OptionError
-
-from common import invoke
 
 pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

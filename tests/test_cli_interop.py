@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from common import invoke
 
 diffusers = pytest.importorskip("diffusers")

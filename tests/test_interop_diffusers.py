@@ -26,8 +26,7 @@ import torch
 
 import sdeflow
 from sdeflow.errors import CheckpointError, IncompatibleError, MissingDependencyError, OptionError
-from sdeflow.interop import (from_diffusers, network_timestep, save_diffusers, time_of_timestep,
-                             timestep_schedule)
+from sdeflow.interop import from_diffusers, network_timestep, save_diffusers, time_of_timestep, timestep_schedule
 
 diffusers = pytest.importorskip("diffusers")
 pytestmark = [pytest.mark.usefixtures("single_thread"),

@@ -110,7 +110,8 @@ class NetworkBenchResult:
 
 
 def all_deterministic_samplers() -> list[str]:
-    """Every deterministic built-in configuration, and registered samplers with ``steps=`` of no built-in configuration."""
+    """Every deterministic built-in configuration, and the registered samplers with ``steps=`` that have no
+    built-in configuration."""
     labels = [c.label for c in BUILTIN_CONFIGS if c.sampler in ("ode", "ddim", "dpm_solver", "unipc", "heun")
               and "eta=1" not in c.label]
     known = {c.sampler for c in BUILTIN_CONFIGS}
@@ -266,7 +267,8 @@ def network_markdown(result: NetworkBenchResult) -> str:
     ref = result.reference
     budgets = result.spec.nfe
     lines = [f"Model `{result.model}` ({result.process}), samples of shape {tuple(result.sample_shape)}; "
-             f"{result.spec.paths} paths from seed {result.spec.seed}, {result.spec.dtype} on {result.meta.get('device')}. "
+             f"{result.spec.paths} paths from seed {result.spec.seed}, {result.spec.dtype} on "
+             f"{result.meta.get('device')}. "
              f"Reference: {ref['how']} ({ref['nfe']} evaluations); its error bound {fmt(ref['error_bound'])} "
              f"(RMS distance to the solution at 100x the tolerance); RMS norm of the reference end states "
              f"{fmt(ref['rms_norm'])}.", "",

@@ -69,10 +69,10 @@ def bench_command(preset_name: str, targets: str | None, processes: str | None, 
       sdeflow bench --diffusers my_ddpm --nfe 5,8,10,20,50 --paths 16 --out bench_ddpm
       sdeflow bench --model runs/digits --samplers all --device cuda
     """
-    from ..errors import SdeflowError
     from ..bench import outputs
     from ..bench.runner import run_bench
     from ..bench.spec import ALL_PEERS, ALL_SAMPLERS, preset
+    from ..errors import SdeflowError
     from ..training.distributed import distributed_session
 
     try:
@@ -85,7 +85,8 @@ def bench_command(preset_name: str, targets: str | None, processes: str | None, 
         if given or preset_name == "full":
             names = given or ["--full"]
             raise click.UsageError(f"{', '.join(names)} {'does' if len(names) == 1 else 'do'} not apply to a network "
-                                   "benchmark (--model/--diffusers): it measures pathwise errors on the network's own ODE")
+                                   "benchmark (--model/--diffusers): it measures pathwise errors on the network's "
+                                   "own ODE")
         from .network_bench import network_bench
 
         network_bench(model_dir, diffusers_dir, _csv(samplers), budgets, paths, seed, device, dtype, peers,

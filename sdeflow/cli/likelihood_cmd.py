@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 import torch
 
 from ..core.likelihood import ESTIMATORS, PROBES
@@ -90,7 +89,6 @@ def _likelihood(run: Any, data: str | None, data_opt: tuple[str, ...], n: int | 
                 seed: int | None, dequantize: int | None = None) -> None:
     import torch
 
-    from .image_demo import discrete_bins
     from ..core.likelihood import bits_per_dim, log_likelihood
     from .data import resolve_data
 
@@ -106,7 +104,7 @@ def _likelihood(run: Any, data: str | None, data_opt: tuple[str, ...], n: int | 
     else:
         options = parse_assignments(data_opt, "--data-opt")
     resolved = resolve_data(data, options, torch.float64)
-    if bins is None and resolved.bins is not None and discrete_bins(run.model.process) is None:
+    if bins is None and resolved.bins is not None and run.model.process.data_levels is None:
         bins = resolved.bins  # dequantized images (digits): report the discrete bound too
     resolved = resolved.for_process(run.model.process)
     if tuple(resolved.sample_shape) != tuple(run.spec.sample_shape):
@@ -114,10 +112,11 @@ def _likelihood(run: Any, data: str | None, data_opt: tuple[str, ...], n: int | 
                                  f"{tuple(run.spec.sample_shape)}", param_hint="--data")
     rows_n = n if n is not None or resolved.size is not None else 1000
     x_all = resolved.rows(rows_n, torch.Generator().manual_seed(seed_v + 7))
-    dequantized = resolved.bins is not None and discrete_bins(run.model.process) is None
+    dequantized = resolved.bins is not None and run.model.process.data_levels is None
     if dequantize is not None:
         if dequantized:
-            raise click.UsageError(f"data set {data!r} is dequantized already ({resolved.bins} levels); drop --dequantize")
+            raise click.UsageError(f"data set {data!r} is dequantized already ({resolved.bins} levels); "
+                                   "drop --dequantize")
         x_all = _dequantize_rows(x_all, dequantize, data_range, torch.Generator().manual_seed(seed_v + 8))
         if bins is not None and bins != dequantize:
             raise click.UsageError(f"--bins {bins} disagrees with --dequantize {dequantize}")

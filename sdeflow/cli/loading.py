@@ -99,14 +99,14 @@ def open_diffusers(path: str, ctx: DistributedContext, dtype: str | None) -> Loa
     """
     from pathlib import Path
 
-    from ..interop import from_diffusers
+    from ..interop import DiffusersNetwork, from_diffusers
     from ..training.checkpoint import Checkpoint
     from ..training.model_spec import ModelSpec, dtype_name
 
     dt = resolve_dtype(dtype, default="float32")
     with cli_errors():
         model = from_diffusers(path, device=ctx.device, dtype=dt)
-    shape = model.network.sample_shape
+    shape = model.network.sample_shape if isinstance(model.network, DiffusersNetwork) else None
     if shape is None:
         raise click.ClickException(f"{path}: the model's config does not give in_channels and sample_size, so the "
                                    "shape of a sample is unknown")

@@ -25,14 +25,14 @@ def load_network(model_dir: str | None, diffusers_dir: str | None, device: torch
     """
     if (model_dir is None) == (diffusers_dir is None):
         raise click.UsageError("give one of --model DIR and --diffusers DIR")
-    from ..interop import from_diffusers, is_diffusers_folder
+    from ..interop import DiffusersNetwork, from_diffusers, is_diffusers_folder
 
     path = model_dir if model_dir is not None else diffusers_dir
     assert path is not None
     with cli_errors():
         if diffusers_dir is not None or is_diffusers_folder(path):
             model = from_diffusers(path, device=device, dtype=dtype)
-            shape = model.network.sample_shape
+            shape = model.network.sample_shape if isinstance(model.network, DiffusersNetwork) else None
             if shape is None:
                 raise click.ClickException(f"{path}: the model's config does not give in_channels and sample_size")
             return model, tuple(shape), Path(path).name or str(path)
@@ -52,8 +52,17 @@ def network_bench(model_dir: str | None, diffusers_dir: str | None, samplers: li
                   dtype: str | None, peers: bool, peer_list: list[str] | None, threads: int | None, out_dir: str,
                   no_plots: bool, as_json: bool, progress: bool, reference_tol: float | None) -> None:
     """Run and write the real-network benchmark (the options as ``sdeflow bench`` documents them)."""
-    from ..bench.network import (DEFAULT_NFE, DEFAULT_SAMPLERS, DTYPES, NetworkBenchSpec, all_deterministic_samplers,
-                                 network_json, network_table, run_network_bench, write_network_outputs)
+    from ..bench.network import (
+        DEFAULT_NFE,
+        DEFAULT_SAMPLERS,
+        DTYPES,
+        NetworkBenchSpec,
+        all_deterministic_samplers,
+        network_json,
+        network_table,
+        run_network_bench,
+        write_network_outputs,
+    )
     from ..bench.peers import DETERMINISTIC_PEERS
     from ..errors import SdeflowError
 

@@ -10,9 +10,16 @@ from typing import Any
 import click
 
 from .main import main
-from .options import (build_component, cli_errors, common_options, component_option, parse_assignments,
-                      progress_option, resolve_device, resolve_seed)
-
+from .options import (
+    build_component,
+    cli_errors,
+    common_options,
+    component_option,
+    parse_assignments,
+    progress_option,
+    resolve_device,
+    resolve_seed,
+)
 
 #: what ``--decode`` does with the final state of a process of discrete data
 DECODE_CHOICES = ("mode", "sample", "none")
@@ -116,7 +123,8 @@ def _sample(run: Any, sampler: str, options: dict[str, Any], n: int, out_path: P
     if decoded:  # the generative model's last factor p(x | z_0) (vdm)
         with cli_errors():
             gathered = run.model.process.decode(gathered, run.generator(seed_v, stream=2), sample=decode == "sample")
-    meta: dict[str, Any] = {"checkpoint": str(run.checkpoint.path), "step": None if run.pretrained else run.checkpoint.step,
+    meta: dict[str, Any] = {"checkpoint": str(run.checkpoint.path),
+                            "step": None if run.pretrained else run.checkpoint.step,
                             "pretrained": run.pretrained, "sampler": sampler,
                             "sampler_options": _jsonable(options), "nfe": nfe, "seed": seed_v, "ema": not raw,
                             "seconds": seconds, "world_size": run.ctx.world_size,
@@ -134,7 +142,8 @@ def _sample(run: Any, sampler: str, options: dict[str, Any], n: int, out_path: P
     if target is not None and gathered.ndim == 2 and gathered.shape[1] == target.dim and not bad:
         click.echo(_quality_line(target, gathered, seed_v))
     if png is not None:
-        reference = target.sample(min(n, 5000), torch.Generator().manual_seed(seed_v + 1)) if target is not None else None
+        reference = (target.sample(min(n, 5000), torch.Generator().manual_seed(seed_v + 1))
+                     if target is not None else None)
         with cli_errors():
             kind = plot_samples(png, gathered, f"{sampler} {json.dumps(_jsonable(options))} (nfe {nfe})", reference)
         click.echo(f"{kind} -> {png}")

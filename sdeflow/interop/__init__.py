@@ -15,8 +15,14 @@ diffusers is imported by the functions that need it, never by ``import sdeflow``
 from .dependency import diffusers_available, require_diffusers
 from .diffusers_io import DiffusersNetwork, from_diffusers, is_diffusers_folder, save_diffusers
 from .function import FunctionNetwork, FunctionScoreModel, from_function
-from .scheduler_config import (BETA_SCHEDULES, DDPM_FAMILY, PREDICTION_TYPES, SchedulerSpec, parse_scheduler_config,
-                               read_scheduler_config)
+from .scheduler_config import (
+                               BETA_SCHEDULES,
+                               DDPM_FAMILY,
+                               PREDICTION_TYPES,
+                               SchedulerSpec,
+                               parse_scheduler_config,
+                               read_scheduler_config,
+)
 from .timesteps import network_timestep, time_of_timestep, timestep_schedule
 
 __all__ = ["BETA_SCHEDULES", "DDPM_FAMILY", "DiffusersNetwork", "FunctionNetwork", "FunctionScoreModel",

@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ..core.score_model import ScoreModel
@@ -150,11 +149,11 @@ def _load_model(folder: Path, variant: str | None) -> nn.Module:
     name = config.get("_class_name") if isinstance(config, dict) else None
     cls = getattr(diffusers, str(name), None) if name else None
     if cls is None or not (inspect.isclass(cls) and issubclass(cls, diffusers.ModelMixin)):
-        raise IncompatibleError(f"{folder / MODEL_CONFIG} names the model class {name!r}, which is not a diffusers model "
-                                f"class (e.g. UNet2DModel)")
+        raise IncompatibleError(f"{folder / MODEL_CONFIG} names the model class {name!r}, which is not a diffusers "
+                                "model class (e.g. UNet2DModel)")
     try:
-        model = cls.from_pretrained(str(folder), use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False,
-                                    variant=variant)
+        model: nn.Module = cls.from_pretrained(  # type: ignore[attr-defined]
+            str(folder), use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False, variant=variant)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(f"cannot load the {name} in {folder} from safetensors weights (pickled .bin weights are "
                               f"never read): {type(exc).__name__}: {exc}") from exc
@@ -176,7 +175,8 @@ def _check_model(model: nn.Module) -> None:
     required = [p.name for p in params[2:] if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
                                                                                   p.POSITIONAL_OR_KEYWORD)]
     if len(params) < 2 or required:
-        raise IncompatibleError(f"{type(model).__name__}.forward needs {', '.join(required) or 'other arguments'} besides "
+        needs = ", ".join(required) or "other arguments"
+        raise IncompatibleError(f"{type(model).__name__}.forward needs {needs} besides "
                                 "(sample, timestep); only models called as model(sample, timestep) load "
                                 "(e.g. UNet2DModel, not a text-conditioned UNet2DConditionModel)")
 
@@ -228,12 +228,13 @@ def from_diffusers(path_or_model: str | Path | nn.Module, scheduler: Any = None,
         if subfolder is not None:
             raise OptionError("subfolder= applies to a folder, not to a live model")
         if scheduler is None:
-            raise CheckpointError(f"a live {type(path_or_model).__name__} carries no noise schedule: pass scheduler= (a "
-                                  f"diffusers scheduler, its config dict, or a folder with {CONFIG_NAME})")
+            raise CheckpointError(f"a live {type(path_or_model).__name__} carries no noise schedule: pass scheduler= "
+                                  f"(a diffusers scheduler, its config dict, or a folder with {CONFIG_NAME})")
         spec = parse_scheduler_config(read_scheduler_config(scheduler))
         model = path_or_model
     else:
-        raise OptionError(f"from_diffusers takes a folder path or a diffusers model, got {type(path_or_model).__name__}")
+        raise OptionError(f"from_diffusers takes a folder path or a diffusers model, got "
+                          f"{type(path_or_model).__name__}")
     return _score_model(model, spec, options.get("device"), options.get("dtype"))
 
 
@@ -280,9 +281,10 @@ def save_diffusers(score_model: ScoreModel, path: str | Path, *, overwrite: bool
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         if isinstance(net.model, diffusers.UNet2DModel):
-            diffusers.DDPMPipeline(unet=net.model, scheduler=scheduler).save_pretrained(str(tmp), safe_serialization=True)
+            pipe = diffusers.DDPMPipeline(unet=net.model, scheduler=scheduler)
+            pipe.save_pretrained(str(tmp), safe_serialization=True)
         else:
-            net.model.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+            net.model.save_pretrained(str(tmp / "unet"), safe_serialization=True)  # type: ignore[operator]
             scheduler.save_pretrained(str(tmp / "scheduler"))
         if path.exists():
             old = path.with_name(f".{path.name}.old")

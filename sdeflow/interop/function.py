@@ -122,8 +122,8 @@ def from_function(fn: Callable[[Tensor, Tensor], Tensor], kind: str = "edm",
         defaults = EDM_PROCESS if kind == "edm" and name == "ve" else {}
         proc = create_process(name, **{**defaults, **process_options})
     if not getattr(proc, "gaussian_marginals", False):
-        raise IncompatibleError(f"{type(proc).__name__} has no Gaussian marginals (alpha_t, sigma_t): a {kind!r} function "
-                                "cannot be converted to a score under it")
+        raise IncompatibleError(f"{type(proc).__name__} has no Gaussian marginals (alpha_t, sigma_t): a {kind!r} "
+                                "function cannot be converted to a score under it")
     network = fn if isinstance(fn, nn.Module) else FunctionNetwork(fn, dtype, device)
     model = FunctionScoreModel(network, proc, kind, noise_floor=noise_floor)
     if isinstance(fn, nn.Module) and (dtype is not None or device is not None):

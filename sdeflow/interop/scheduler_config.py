@@ -90,7 +90,8 @@ def read_scheduler_config(source: Any) -> dict[str, Any]:
     if path.is_dir():
         path = path / CONFIG_NAME
     if not path.is_file():
-        raise CheckpointError(f"no scheduler configuration at {path} (a diffusers scheduler folder holds {CONFIG_NAME})")
+        raise CheckpointError(f"no scheduler configuration at {path} (a diffusers scheduler folder holds "
+                              f"{CONFIG_NAME})")
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

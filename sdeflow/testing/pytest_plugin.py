@@ -195,7 +195,7 @@ def cases(specs: list[ComponentSpec]) -> list[Case]:
     """One :class:`Case` per component and applicable check."""
     from . import MODEL_CHECKS, PROCESS_CHECKS, SAMPLER_CHECKS
 
-    table = {"process": PROCESS_CHECKS, "sampler": SAMPLER_CHECKS, "model": MODEL_CHECKS}
+    table: dict[str, dict[str, Any]] = {"process": PROCESS_CHECKS, "sampler": SAMPLER_CHECKS, "model": MODEL_CHECKS}
     return [Case(spec, check) for spec in specs for check in table[spec.kind]]
 
 

@@ -31,10 +31,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..errors import IncompatibleError, ShapeError
 from ..core.process import ForwardProcess
-from ..core.sampler import SampleResult, Sampler
+from ..core.sampler import Sampler, SampleResult
 from ..data import GaussianMixture
+from ..errors import IncompatibleError, ShapeError
 from .common import F64, as_float64, assert_moments, coeffs, frac_time
 from .processes import _expect_raises
 from .reference import NonGaussianProcess, RecordingScoreModel, ReferenceOUProcess

@@ -7,12 +7,17 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from sdeflow import ForwardProcess, append_dims
-from sdeflow.utils.shapes import rand
+from sdeflow import ForwardProcess, append_dims, rand
 
 from .schedules import make_betas
-from .spline import (clamped_spline_moments, max_slope, monotone_coefficients, spline_coefficients, spline_value,
-                     spline_value_and_slope)
+from .spline import (
+    clamped_spline_moments,
+    max_slope,
+    monotone_coefficients,
+    spline_coefficients,
+    spline_value,
+    spline_value_and_slope,
+)
 
 #: Ho et al. 2020's number of steps
 DEFAULT_STEPS = 1000
@@ -25,9 +30,9 @@ class DDPMProcess(ForwardProcess):
     ``log abar(t)`` is the clamped cubic spline through ``log abar_i = sum_{j<=i} log(1 - beta_j)``
     at ``t_i = i/N``, and the SDE is the VP SDE (Song et al. 2021, Eq. 11) with
     ``beta(t) = -d log abar/dt``: on step ``i``'s interval ``beta(t)`` averages exactly
-    ``-N log(1 - beta_i) = N beta_i + O(beta_i^2)``, reference text 001's
-    ``beta(t) = N beta_{tN+1}`` made exact at the grid, and it is continuous (a piecewise-constant
-    ``beta`` has 1000 jumps, which adaptive ODE solvers crawl through). The generic
+    ``-N log(1 - beta_i) = N beta_i + O(beta_i^2)``, the continuous limit
+    ``beta(t) = N beta_{tN+1}`` of Song et al. 2021 (App. B) made exact at the grid, and it is
+    continuous (a piecewise-constant ``beta`` has 1000 jumps, which adaptive ODE solvers crawl through). The generic
     ``sde``/``ode`` samplers therefore run on a DDPM model, and the ``ancestral`` sampler
     reproduces Ho et al.'s Algorithm 2. Where that spline would overshoot (``beta(t) <= 0``
     somewhere: a zero-terminal-SNR linear schedule, whose ``log abar`` plunges in the last step),
@@ -97,7 +102,7 @@ class DDPMProcess(ForwardProcess):
         return spline_value(t, self._coefficients(t.device))
 
     def beta(self, t: Tensor) -> Tensor:
-        """``beta(t) = -d log abar / dt``, close to ``N beta_{tN+1}`` (reference text 001)."""
+        """``beta(t) = -d log abar / dt``, close to ``N beta_{tN+1}`` (Song et al. 2021, App. B)."""
         return self.log_alpha_bar_and_beta(t)[1]
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
@@ -132,5 +137,6 @@ class DDPMProcess(ForwardProcess):
 
     def extra_repr(self) -> str:
         zero = ", zero_terminal_snr=True" if self.zero_terminal_snr else ""
-        ends = "" if self.schedule in ("given", "cosine") else f", beta_start={self.beta_start:g}, beta_end={self.beta_end:g}"
+        ends = ("" if self.schedule in ("given", "cosine")
+                else f", beta_start={self.beta_start:g}, beta_end={self.beta_end:g}")
         return f"num_steps={self.num_steps}, schedule={self.schedule!r}{ends}{zero}, " + super().extra_repr()

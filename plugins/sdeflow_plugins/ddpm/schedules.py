@@ -81,15 +81,16 @@ def given_betas(betas: Sequence[float] | Tensor) -> Tensor:
     return out
 
 
-def make_betas(schedule: str, num_steps: int, beta_start: float, beta_end: float, cosine_s: float,
+def make_betas(schedule: str, num_steps: int | None, beta_start: float, beta_end: float, cosine_s: float,
                betas: Sequence[float] | Tensor | None = None, zero_terminal_snr: bool = False) -> Tensor:
     """The schedule's betas (or the given ``betas``), validated, optionally rescaled to zero terminal SNR."""
     if betas is not None:
         out = given_betas(betas)
         if num_steps is not None and int(num_steps) != out.numel():
-            raise OptionError(f"num_steps={num_steps} disagrees with the {out.numel()} given betas; leave num_steps out")
+            raise OptionError(f"num_steps={num_steps} disagrees with the {out.numel()} given betas; "
+                              "leave num_steps out")
     else:
-        if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 2:
+        if num_steps is None or isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 2:
             raise OptionError(f"num_steps must be an integer >= 2, got {num_steps!r}")
         n = int(num_steps)
         if schedule in ("linear", "scaled_linear", "sigmoid"):

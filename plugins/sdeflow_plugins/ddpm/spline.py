@@ -66,12 +66,6 @@ def spline_value_and_slope(t: Tensor, coef: Tensor) -> tuple[Tensor, Tensor]:
     return val.to(t.dtype).reshape(t.shape), slope.to(t.dtype).reshape(t.shape)
 
 
-def spline_eval(t: Tensor, y: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
-    """Spline value and slope from the knots ``y`` and moments ``m`` directly (builds the coefficients;
-    for repeated evaluation keep :func:`spline_coefficients` and call :func:`spline_value_and_slope`)."""
-    return spline_value_and_slope(t, spline_coefficients(y, m).to(t.device))
-
-
 def max_slope(coef: Tensor) -> float:
     """The largest slope ``S'(t)`` of the piecewise cubic ``coef`` on ``[0, 1]`` (exact: per interval
     the slope ``c1 + 2 c2 u + 3 c3 u^2`` is a quadratic, maximal at an end or at its vertex)."""

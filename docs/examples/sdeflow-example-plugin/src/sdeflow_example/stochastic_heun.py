@@ -1,4 +1,4 @@
-"""A stochastic Heun sampler for the reverse-time SDE, written from sdeflow's building blocks.
+"""A stochastic Heun sampler for the reverse-time SDE, written on sdeflow's public toolkit.
 
 The reverse SDE ``dx = [f(x, t) - g(t)^2 score(x, t)] dt + g(t) dw_bar`` (Song et al. 2021,
 Eq. 6) has additive noise (``g`` depends on time only). Written in the reverse time
@@ -16,18 +16,24 @@ evaluations per step, plus one for the optional final denoising.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-import sdeflow
-from sdeflow.solvers.common import StepObserver, check_positive_int, finish, resolve_interval, stop_time
-from sdeflow.solvers.denoiser import Denoiser
-from sdeflow.solvers.evaluator import ScoreEvaluator
-from sdeflow.core.sampler import StepCallback
-from sdeflow.utils.shapes import randn
+from sdeflow.solvers import GridRun, GridSampler, check_positive_int
 
 
-class StochasticHeunSampler(sdeflow.Sampler):
+@dataclass(frozen=True)
+class HeunPlan:
+    """The step ``h`` and ``g(t)`` at the grid's times (on the model's device), computed before the loop."""
+
+    h: float
+    g: Tensor
+
+
+class StochasticHeunSampler(GridSampler):
     """Stochastic Heun steps on the reverse SDE (Kloeden & Platen 1992, Eq. 11.1.13; Song et al.
     2021, Eq. 6), uniform in time from ``t_max`` to ``t_end``.
 
@@ -42,54 +48,31 @@ class StochasticHeunSampler(sdeflow.Sampler):
     name = "stochastic_heun"
     stochastic = True
     order = 1.0  # strong order for the reverse SDE's additive noise
+    scores_at_end = True  # the corrector evaluates the score at the end of each step
 
     def __init__(self, steps: int = 100, denoise: bool = True, t_end: float | None = None,
                  check_finite: bool = True) -> None:
         check_positive_int("steps", steps)
         self.steps, self.denoise, self.t_end, self.check_finite = int(steps), bool(denoise), t_end, bool(check_finite)
 
-    def _sample(self, score_model: sdeflow.ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback: StepCallback | None, progress: bool, return_trajectory: bool) -> sdeflow.SampleResult:
-        process = score_model.process
-        t_start, t_end = resolve_interval(process, self.t_end)
-        # the corrector evaluates the score at the end of each step: stop where it is finite (later
-        # than t_end only for an eps/x0/v network at sigma = 0, VE at t = 0), then finish() below
-        t_stop = stop_time(score_model, t_end)
-        device, dtype = score_model.device, score_model.dtype
-        n, batch = self.steps, shape[0]
-        h = (t_start - t_stop) / n
-        # the grid and g(t) on it, computed once before the loop (no host sync inside it)
-        times = torch.linspace(t_start, t_stop, n + 1, dtype=torch.float64).to(device=device, dtype=dtype)
-        g = process.diffusion(times)
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
-        rsde = process.reverse_sde(evaluator)  # every drift evaluation is one counted score evaluation
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=n, desc=self.name)
+    def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, HeunPlan]:
+        """Equal steps from ``t_start`` to ``t_end`` and ``g(t)`` on them."""
+        grid = torch.linspace(t_start, t_end, self.steps + 1, dtype=torch.float64)
+        g = run.process.diffusion(grid.to(device=run.device, dtype=run.dtype))
+        return grid, HeunPlan((t_start - t_end) / self.steps, g)
 
-        def reverse_drift(x: Tensor, k: int) -> Tensor:
-            return -rsde.drift(x, times[k].expand(batch))
+    def step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+        """The predictor and the trapezoidal corrector from ``grid[k]`` to ``grid[k + 1]``."""
+        h, g = run.plan.h, run.plan.g
+        rsde = run.process.reverse_sde(run.score)  # every drift evaluation is one counted score evaluation
 
-        with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            if observer is not None:
-                observer.observe(0, times[0], x)
-            for k in range(n):
-                dw = randn(shape, generator, device, dtype) * (h ** 0.5)
-                drift = reverse_drift(x, k)
-                pred = x + h * drift + g[k] * dw
-                x = x + (0.5 * h) * (drift + reverse_drift(pred, k + 1)) + (0.5 * (g[k] + g[k + 1])) * dw
-                if observer is not None:
-                    observer.observe(k + 1, times[k + 1], x)
-            if observer is not None:
-                observer.close()
-            # the posterior mean (denoise), or the exact data-prediction step on to t_end if stopped early
-            x = finish(Denoiser(evaluator), x, t_stop, t_end, self.denoise)
+        def drift(y: Tensor, i: int) -> Tensor:  # F = -(f - g^2 score), the drift in reverse time
+            return -rsde.drift(y, run.at(i))
 
-        def step_of(t: float) -> str:
-            k = min(n, max(1, round((t_start - t) / h + 0.5)))
-            return f"step {k} of {n}"
+        dw = math.sqrt(h) * run.noise()
+        f_k = drift(x, k)
+        x_pred = x + h * f_k + g[k] * dw
+        return x + (0.5 * h) * (f_k + drift(x_pred, k + 1)) + (0.5 * (g[k] + g[k + 1])) * dw
 
-        evaluator.raise_if_nonfinite(f"sampler {self.name!r} (steps={n})", step_of, samples=x)
-        traj, tt = observer.trajectory() if observer is not None else (None, None)
-        return sdeflow.SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=tt)
+
+__all__ = ["StochasticHeunSampler"]
