@@ -34,6 +34,11 @@ from ..errors import OptionError
 def network_timestep(t: Tensor, num_train_timesteps: int) -> Tensor:
     """The timestep a discrete-time network gets at continuous time ``t``: ``(t - 1/N) N``.
 
+    DPM-Solver's convention for discrete-time models (Lu et al. 2022): chain index ``i = k + 1`` sits
+    at ``t = i/N`` in the ``ddpm`` process, so ``t = 1/N`` is timestep 0 and ``t = 1`` timestep
+    ``N - 1``; affine in ``t``, the map keeps the network's input and the process's interpolation of
+    ``log abar`` on one variable (the module docstring says why this and not k-diffusion's).
+
     Args:
         t: times in ``[1/N, 1]``, any shape.
         num_train_timesteps: ``N``.
