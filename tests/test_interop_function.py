@@ -132,3 +132,20 @@ def test_import_sdeflow_does_not_import_diffusers() -> None:
 
     code = "import sys, sdeflow, sdeflow.interop, sdeflow.cli; assert 'diffusers' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", sdeflow.list_plugins()["sampler"])
+def test_every_sampler_runs_on_a_wrapped_denoiser(name: str) -> None:
+    opts = {"ode": dict(method="rk4", steps=4), "langevin": dict(num_scales=3, n_steps_each=1)}.get(name)
+    if opts is None:
+        opts = dict(steps=4) if "steps" in sdeflow.component_options("sampler", name) else {}
+    calls = [0]
+
+    def counted(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return edm_denoiser(x, sigma)
+
+    sm = from_function(counted, "edm", dtype=F64)
+    res = sdeflow.create_sampler(name, **opts).sample(sm, (8, 2), torch.Generator().manual_seed(0))
+    assert res.samples.shape == (8, 2) and res.samples.dtype == F64 and bool(torch.isfinite(res.samples).all())
+    assert res.nfe == calls[0] > 0
