@@ -115,7 +115,28 @@ class WrongInverseOU(kit.ReferenceOUProcess):
         return super().t_from_log_snr(lam) * 1.001
 
 
+class WrongDerivativeOU(kit.ReferenceOUProcess):
+    """Its closed-form ``sigma_t'`` is 1% off (the marginal, drift and diffusion are right)."""
+
+    def marginal_and_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        a, s, da, ds = super().marginal_and_derivatives(t)
+        return a, s, da, 1.01 * ds
+
+
+class BiasedScoreOU(kit.ReferenceOUProcess):
+    """Its probability-flow ODE adds 1% of the state: the flow no longer is the velocity."""
+
+    def probability_flow(self, score_fn):  # type: ignore[no-untyped-def]
+        ode = super().probability_flow(score_fn)
+        field = ode.velocity
+        ode.velocity = lambda x, t: field(x, t) + 0.01 * x  # type: ignore[method-assign]
+        return ode
+
+
 @pytest.mark.parametrize("process, check, message", [
+    (WrongDerivativeOU(), kit.check_process_marginal_derivatives, "sigma_t' vs central differences"),
+    (ScaledStdOU(), kit.check_process_marginal_derivatives, "vs 2 sigma sigma' - 2 f sigma"),
+    (BiasedScoreOU(), kit.check_process_velocity, "score / 2 vs the velocity"),
     (ScaledStdOU(), kit.check_process_moment_equations, "variance from drift and diffusion"),
     (ScaledStdOU(), kit.check_process_forward_simulation, "forward SDE simulated"),
     (WeakDriftOU(), kit.check_process_moment_equations, "mean from the drift"),

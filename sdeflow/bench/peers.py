@@ -37,6 +37,9 @@ PLMS (``skip_prk_steps``) makes one call more than its steps, so ``B - 1``; all 
 
 A model of a discrete chain of another length (a diffusers checkpoint with ``num_train_timesteps``
 other than 1000, :func:`sdeflow.interop.from_diffusers`) passes its ``N`` to :func:`run_peer`.
+
+The flow-matching Euler scheduler (``FlowMatchEulerDiscreteScheduler``, shift 1 and SD3's 3) works
+in the rectified-flow frame instead: :mod:`sdeflow.bench.flow_peer`.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
 from ..errors import IncompatibleError, OptionError
 from ..utils.shapes import append_dims
+from .flow_peer import run_flow_peer
 
 #: diffusers' training timesteps
 NUM_TRAIN_TIMESTEPS = 1000
@@ -72,6 +76,8 @@ class PeerConfig:
         evals_per_step: 2 for Heun and KDPM2 (the last step 1), else 1.
         order: the nominal order (deterministic schedulers).
         extra_evals: model calls beyond one per step (PNDM's PLMS: 1).
+        flow: a flow-matching scheduler, run in the rectified-flow frame on the exact velocity
+            (:mod:`sdeflow.bench.flow_peer`); ``kwargs["shift"]`` is its shift.
     """
 
     label: str
@@ -82,6 +88,7 @@ class PeerConfig:
     evals_per_step: int = 1
     order: float | None = None
     extra_evals: int = 0
+    flow: bool = False
 
     def steps_for(self, budget: int) -> int:
         """Inference steps within ``budget`` evaluations."""
@@ -105,9 +112,13 @@ PEER_CONFIGS: list[PeerConfig] = [
     PeerConfig("diffusers PNDM", "PNDMScheduler", dict(skip_prk_steps=True, timestep_spacing="trailing"), order=4.0,
                extra_evals=1),
     PeerConfig("diffusers KDPM2", "KDPM2DiscreteScheduler", {}, sigma_based=True, evals_per_step=2, order=2.0),
+    PeerConfig("diffusers FlowMatchEuler", "FlowMatchEulerDiscreteScheduler", dict(shift=1.0), order=1.0, flow=True),
+    PeerConfig("diffusers FlowMatchEuler shift=3", "FlowMatchEulerDiscreteScheduler", dict(shift=3.0), order=1.0,
+               flow=True),
 ]
-#: the deterministic ones (pathwise error against the reference ODE solution)
-DETERMINISTIC_PEERS: list[str] = [c.label for c in PEER_CONFIGS if not c.stochastic]
+#: the deterministic discretisations of the DDPM chain (pathwise error against the reference ODE solution);
+#: the flow-matching ones work in the rectified-flow frame (:mod:`sdeflow.bench.flow_peer`)
+DETERMINISTIC_PEERS: list[str] = [c.label for c in PEER_CONFIGS if not c.stochastic and not c.flow]
 
 
 def peers_available() -> bool:
@@ -199,6 +210,9 @@ def run_peer(config: PeerConfig, budget: int, score_model: ScoreModel, x_T: Tens
     Returns:
         :class:`PeerResult` with samples in data space.
     """
+    if config.flow:
+        samples, nfe, steps = run_flow_peer(config, budget, score_model, x_T)
+        return PeerResult(samples=samples, nfe=nfe, steps=steps)
     process = score_model.process
     times = peer_times(process, int(num_train_timesteps))
     betas = peer_betas(process, times)

@@ -68,6 +68,8 @@ class Sampler:
     * ``stochastic``: the sampler injects noise (SDE, ancestral, Langevin).
     * ``requires_gaussian_marginals``: it uses ``alpha_t``, ``sigma_t`` of the process.
     * ``order``: its nominal (deterministic/strong) order of convergence, if any.
+    * ``requires_finite_start``: it evaluates the drift, ``g^2`` or the log-SNR at ``t_max``, so the
+      process must have ``alpha_{t_max} > 0`` there (:meth:`sdeflow.ForwardProcess.check_start`).
 
     A sampler whose capabilities depend on its options (``ode``'s order on its method, ``ddim``
     stochastic for ``eta > 0``, ``pc`` on its components) overrides them with properties;
@@ -84,6 +86,7 @@ class Sampler:
     stochastic: ClassVar[bool] = False
     requires_gaussian_marginals: ClassVar[bool] = False
     order: ClassVar[float | None] = None
+    requires_finite_start: ClassVar[bool] = True
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in ("options", "capabilities"):
@@ -163,6 +166,8 @@ class Sampler:
                 f"sampler {self.name!r} needs a process with Gaussian marginals (alpha_t, sigma_t), "
                 f"but {type(process).__name__} declares gaussian_marginals=False"
             )
+        if self.requires_finite_start:
+            process.check_start(f"sampler {self.name or type(self).__name__!r}")
 
     @classmethod
     def options(cls) -> dict[str, Any]:

@@ -13,7 +13,9 @@ of a plugin::
 
 The process checks compare a process's marginal with its own SDE (moment equations and an
 Euler-Maruyama simulation), its prior with its marginal at ``t_max``, and the exact
-Gaussian-mixture score under it with autograd of an independent log-density; the sampler checks
+Gaussian-mixture score under it with autograd of an independent log-density, the marginal's time
+derivatives with finite differences and the SDE, and the probability-flow ODE with the flow's velocity
+from an independent posterior mean; the sampler checks
 test the sampling contract and the law of the samples with the exact score of a Gaussian; the
 model checks test the ``net(x, t_cond)`` contract. sdeflow's own test suite runs the process
 checks over every registered process and the sampler and model checks over every built-in.
@@ -22,7 +24,15 @@ checks over every registered process and the sampler and model checks over every
 from __future__ import annotations
 
 from .common import F64, K_SE, CheckNotApplicable, assert_moments
-from .mixtures import MIXTURES, marginal_moments, mixture_1d, mixture_2d, mixture_5d_full, reference_marginal
+from .mixtures import (
+    MIXTURES,
+    marginal_moments,
+    mixture_1d,
+    mixture_2d,
+    mixture_5d_full,
+    reference_marginal,
+    reference_posterior_mean,
+)
 from .models import MODEL_CHECKS, check_model, check_model_batch_independence, check_model_float64, check_model_output
 from .processes import (
     PROCESS_CHECKS,
@@ -31,6 +41,7 @@ from .processes import (
     check_process_exact_score,
     check_process_forward_simulation,
     check_process_log_snr,
+    check_process_marginal_derivatives,
     check_process_marginal_finite,
     check_process_moment_equations,
     check_process_prior,
@@ -38,6 +49,7 @@ from .processes import (
     check_process_probability_flow_transport,
     check_process_shapes,
     check_process_time_validation,
+    check_process_velocity,
     integrate_probability_flow,
 )
 from .reference import NonGaussianProcess, RecordingScoreModel, ReferenceOUProcess
@@ -59,11 +71,12 @@ __all__ = [
     "RecordingScoreModel", "ReferenceOUProcess", "SAMPLER_CHECKS", "assert_moments", "check_model",
     "check_model_batch_independence", "check_model_float64", "check_model_output", "check_process",
     "check_process_exact_mixture_prior", "check_process_exact_score", "check_process_forward_simulation",
-    "check_process_log_snr", "check_process_marginal_finite", "check_process_moment_equations",
-    "check_process_prior", "check_process_probability_flow_gaussian", "check_process_probability_flow_transport",
-    "check_process_shapes", "check_process_time_validation", "check_sampler", "check_sampler_contract",
+    "check_process_log_snr", "check_process_marginal_derivatives", "check_process_marginal_finite",
+    "check_process_moment_equations", "check_process_prior", "check_process_probability_flow_gaussian",
+    "check_process_probability_flow_transport", "check_process_shapes", "check_process_time_validation",
+    "check_process_velocity", "check_sampler", "check_sampler_contract",
     "check_sampler_dtypes", "check_sampler_interface", "check_sampler_recovers_gaussian",
     "check_sampler_refuses_incompatible", "check_sampler_reproducible", "check_sampler_t_end", "gaussian_target",
     "integrate_probability_flow", "marginal_moments", "mixture_1d", "mixture_2d", "mixture_5d_full",
-    "reference_marginal",
+    "reference_marginal", "reference_posterior_mean",
 ]
