@@ -10,6 +10,7 @@ sampler-writing toolkit :mod:`sdeflow.solvers` (and :mod:`sdeflow.testing` in th
 
 from __future__ import annotations
 
+from . import interop  # noqa: E402  (pretrained models; imports diffusers only when used)
 from .core.conditioning import NULL_LABEL, ConditionedScoreModel
 from .core.dynamics import ProbabilityFlowODE, ReverseSDE
 from .core.embeddings import LabelEmbedding, sinusoidal_embedding
@@ -71,6 +72,7 @@ __all__ = [
     "dequantize",
     "flow_matching_loss",
     "hookimpl",
+    "interop",
     "levels_to_signed",
     "list_components",
     "list_plugins",

@@ -426,7 +426,7 @@ def test_options_and_capabilities_of_every_sampler() -> None:
     assert sdeflow.create_sampler("ode").options()["options"] is None
     assert sdeflow.create_sampler("dpm_solver").options() == {
         "steps": 20, "order": 2, "schedule": "logSNR_edm", "lower_order_final": True, "order3_rule": "taylor",
-        "clip_x0": None, "t_end": None, "check_finite": True}
+        "clip_x0": None, "denoise": False, "t_end": None, "check_finite": True}
     assert sdeflow.create_sampler("dpm_solver", order=3).capabilities() == {
         "stochastic": False, "order": 3.0, "requires_gaussian_marginals": True}
     assert sdeflow.create_sampler("heun").capabilities()["order"] == 2.0

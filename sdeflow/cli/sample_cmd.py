@@ -33,7 +33,10 @@ def decodes(process: Any) -> bool:
 
 
 @main.command("sample")
-@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.argument("checkpoint", metavar="CHECKPOINT", required=False)
+@click.option("--diffusers", "diffusers_dir", default=None, metavar="DIR",
+              help="Sample a diffusers pipeline or model folder (UNet2DModel + scheduler config, safetensors) "
+                   "instead of a CHECKPOINT (sdeflow.interop.from_diffusers).")
 @component_option("sampler", default="ode",
                   help="Sampler (sde, ode, pc, ancestral, ddim, dpm_solver, heun, langevin, ...).")
 @click.option("-n", "--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Samples to draw.")
@@ -64,11 +67,12 @@ def decodes(process: Any) -> bool:
                    "Continuous processes are not affected.")
 @progress_option
 @common_options
-def sample_command(checkpoint: str, sampler: str, sampler_opt: tuple[str, ...], n: int, out: str,
-                   plot_path: str | None, no_plot: bool, raw: bool, batch_size: int | None, classes: tuple[str, ...],
-                   guidance: float, known: str | None, mask_path: str | None, decode: str,
+def sample_command(checkpoint: str | None, diffusers_dir: str | None, sampler: str, sampler_opt: tuple[str, ...],
+                   n: int, out: str, plot_path: str | None, no_plot: bool, raw: bool, batch_size: int | None,
+                   classes: tuple[str, ...], guidance: float, known: str | None, mask_path: str | None, decode: str,
                    progress: bool, device: str | None, seed: int | None, dtype: str | None) -> None:
-    """Draw samples from the score model in CHECKPOINT (a checkpoint folder or step_XXXXXXXX.json).
+    """Draw samples from the score model in CHECKPOINT (a checkpoint folder or step_XXXXXXXX.json), or
+    from a diffusers folder (--diffusers DIR); images are also drawn as a grid.
 
     Under torchrun the N samples are split over the ranks and gathered on rank 0.
 
@@ -81,8 +85,9 @@ def sample_command(checkpoint: str, sampler: str, sampler_opt: tuple[str, ...], 
       sdeflow sample runs/digits_cond --class 3 --guidance 2 --sampler dpm_solver --n 64
       sdeflow sample runs/moons --known point.npz --mask mask.npz --sampler repaint --n 2000
       sdeflow sample runs/digits --known digit.png --mask mask.png --sampler repaint --n 16
+      sdeflow sample --diffusers my_ddpm --sampler dpm_solver --sampler-opt steps=20 --n 64 --out ddpm.npz
     """
-    from .loading import open_checkpoint
+    from .loading import open_model
     from .outputs import check_sample_path
 
     out_path = check_sample_path(out)
@@ -97,7 +102,7 @@ def sample_command(checkpoint: str, sampler: str, sampler_opt: tuple[str, ...], 
     if (known is None) != (mask_path is None):
         raise click.BadParameter("imputation needs both --known and --mask", param_hint="--known/--mask")
     with distributed_session(resolve_device(device)) as ctx:
-        run = open_checkpoint(checkpoint, raw, ctx, dtype)
+        run = open_model(checkpoint, diffusers_dir, raw, ctx, dtype)
         cond = _conditions(run, classes, guidance, known, mask_path, n)
         _sample(run, sampler, options, n, out_path, png, raw, batch_size, progress, seed, decode, cond)
 
@@ -160,7 +165,9 @@ def _sample(run: Any, sampler: str, options: dict[str, Any], n: int, out_path: P
     if decoded:  # the generative model's last factor p(x | z_0) (vdm)
         with cli_errors():
             gathered = run.model.process.decode(gathered, run.generator(seed_v, stream=2), sample=decode == "sample")
-    meta: dict[str, Any] = {"checkpoint": str(run.checkpoint.path), "step": run.checkpoint.step, "sampler": sampler,
+    meta: dict[str, Any] = {"checkpoint": str(run.checkpoint.path),
+                            "step": None if run.pretrained else run.checkpoint.step,
+                            "pretrained": run.pretrained, "sampler": sampler,
                             "sampler_options": _jsonable(options), "nfe": nfe, "seed": seed_v, "ema": not raw,
                             "seconds": seconds, "world_size": run.ctx.world_size,
                             "decoded": decode if decoded else None, **cond.metadata()}
@@ -172,8 +179,8 @@ def _sample(run: Any, sampler: str, options: dict[str, Any], n: int, out_path: P
         given += f" (guidance {cond.guidance:g})" if cond.guidance else ""
     if cond.mask is not None:
         given += f" given {int(cond.mask.sum())} known values"
-    msg = (f"drew {n} samples {tuple(gathered.shape[1:])}{given} with {sampler} {options or ''} from step "
-           f"{run.checkpoint.step} ({'raw' if raw else 'EMA'} weights): nfe={nfe}, {seconds:.2f} s"
+    msg = (f"drew {n} samples {tuple(gathered.shape[1:])}{given} with {sampler} {options or ''} from "
+           f"{run.origin(raw)}: nfe={nfe}, {seconds:.2f} s"
            + (f", decoded by p(x | z_0) ({decode})" if decoded else "") + f" -> {out_path}")
     click.echo(msg)
     bad = int((~torch.isfinite(gathered)).any(dim=tuple(range(1, gathered.ndim))).sum()) if gathered.numel() else 0
