@@ -44,6 +44,9 @@ class Sampler:
     * ``stochastic``: the sampler injects noise (SDE, ancestral, Langevin).
     * ``requires_gaussian_marginals``: it uses ``alpha_t``, ``sigma_t`` of the process.
     * ``order``: its nominal (deterministic/strong) order of convergence, if any.
+    * ``host_syncs``: its step loop reads device values on the host (``.item()``, ``bool(tensor)``,
+      ``float(tensor)``, ...), which makes a GPU wait every step; ``False`` (the default) promises
+      a loop free of them (adaptive step-size control, e.g. torchdiffeq's, needs them).
 
     A sampler whose capabilities depend on its options (``ode``'s order on its method, ``ddim``
     stochastic for ``eta > 0``, ``pc`` on its components) overrides them with properties;
@@ -55,6 +58,7 @@ class Sampler:
     stochastic: ClassVar[bool] = False
     requires_gaussian_marginals: ClassVar[bool] = False
     order: ClassVar[float | None] = None
+    host_syncs: ClassVar[bool] = False
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in ("options", "capabilities"):
@@ -124,10 +128,11 @@ class Sampler:
                 if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
     def capabilities(self) -> dict[str, Any]:
-        """This instance's capabilities: ``{"stochastic", "order", "requires_gaussian_marginals"}``."""
+        """This instance's capabilities: ``{"stochastic", "order", "requires_gaussian_marginals", "host_syncs"}``."""
         order = self.order
         return {"stochastic": bool(self.stochastic), "order": None if order is None else float(order),
-                "requires_gaussian_marginals": bool(self.requires_gaussian_marginals)}
+                "requires_gaussian_marginals": bool(self.requires_gaussian_marginals),
+                "host_syncs": bool(self.host_syncs)}
 
     def __repr__(self) -> str:
         vals = ((k, getattr(self, k)) for k in self.options() if hasattr(self, k))

@@ -107,6 +107,15 @@ class DPMSolverSampler(MultistepSampler):
             raise OptionError(f"order3_rule must be one of {', '.join(ORDER3_RULES)}, got {order3_rule!r}")
         self.order3_rule = order3_rule
 
+    def capabilities(self) -> dict[str, Any]:
+        """As :meth:`sdeflow.Sampler.capabilities`, with the order of accuracy: the option ``order``,
+        except 2 for ``order3_rule="authors_code"``, whose 3M update is second order
+        (:func:`multistep_weights`)."""
+        caps = super().capabilities()
+        if self.order == 3 and self.order3_rule == "authors_code":
+            caps["order"] = 2.0
+        return caps
+
     def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
         """The grid, every step's weights and an empty history of data predictions."""
         grid, co, orders = self._grid(run, t_start, t_end)

@@ -50,6 +50,10 @@ class ODESampler(Sampler):
 
     name = "ode"
     stochastic = False
+    #: torchdiffeq's step loops read device values on the host: the adaptive methods' step-size
+    #: control compares the error norm with 1 every step, and the fixed-grid loop compares each
+    #: step's end time with the output times (``t1 >= t[j]``)
+    host_syncs = True
 
     def __init__(self, method: str = "dopri5", rtol: float | None = None, atol: float | None = None,
                  steps: int | None = None, denoise: bool = False, t_end: float | None = None,
@@ -71,6 +75,12 @@ class ODESampler(Sampler):
         self.rtol = DEFAULT_TOL if rtol is None else float(rtol)
         self.atol = DEFAULT_TOL if atol is None else float(atol)
         self.denoise, self.t_end, self.solver_options, self.check_finite = bool(denoise), t_end, options, bool(check_finite)
+
+    @property
+    def requires_gaussian_marginals(self) -> bool:  # type: ignore[override]
+        """True with ``denoise``: the posterior mean ``E[x_0 | x_t]`` (Tweedie's formula) needs
+        ``alpha_t`` and ``sigma_t``; the integration itself uses only drift, diffusion and score."""
+        return self.denoise
 
     @property
     def order(self) -> float:  # type: ignore[override]
