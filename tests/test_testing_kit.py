@@ -474,7 +474,7 @@ def test_honest_fixtures_pass() -> None:
     (ClaimsSecondOrder, "order", r"declares order=2 but converges at order 0\.9\d on the .*pathwise error against "
                                  r"the exact probability-flow map"),
     (EulerMaruyamaClaimsSecondOrder, "order", r"declares order=2 but converges at order [01]\.\d+ .*weak error of "
-                                              r"the sample mean and covariance"),
+                                              r"the whitened sample mean and covariance"),
     (SDEClaimsStrongOrderTwo, "order", r"declares order=2 but converges at order 1\.\d+ .*strong error on one "
                                        r"Brownian path"),
     (NoisyDeterministic, "stochastic", r"declares stochastic=False but two runs from the same x_T with generator "
@@ -669,10 +669,36 @@ def test_plugin_reports_failures_and_skips(pytester: pytest.Pytester) -> None:
                                  "*SKIPPED*check_process_prior needs a process with Gaussian marginals*"])
 
 
+def test_plugin_takes_one_component_and_runs_it_under_every_process(pytester: pytest.Pytester) -> None:
+    """``--sdeflow-plugin KIND:NAME`` selects one component; ``--sdeflow-every-process`` adds one
+    configuration per registered Gaussian-marginal process running the process-dependent checks."""
+    result = run_kit(pytester, "[pytest]\n", "--sdeflow-plugin", "sampler:ddim", "--sdeflow-every-process",
+                     "-k", "contract or interface", "-v")
+    assert result.ret == pytest.ExitCode.OK
+    processes = sorted(n for n in sdeflow.list_plugins()["process"]
+                       if sdeflow.create_process(n).gaussian_marginals)
+    # interface once; contract under the kit's process and under each registered one
+    result.assert_outcomes(passed=2 + len(processes))
+    result.stdout.fnmatch_lines([f'*sampler:ddim{{"process":"{processes[0]}"}}::contract*PASSED*'])
+    assert '"process":' not in "".join(line for line in result.outlines if "::interface" in line)
+
+
 def test_plugin_usage_errors_and_no_selection(pytester: pytest.Pytester) -> None:
     result = run_kit(pytester, "[pytest]\n", "--sdeflow-plugin", "no-such-plugin")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*no-such-plugin*no sdeflow plugin of that name*installed:*vp*"])
+    result.stderr.fnmatch_lines(["*no-such-plugin*no sdeflow plugin of that name*installed plugins:*vp*"])
+    # a component's name where a plugin's is expected: the error names the plugin it belongs to
+    result = run_kit(pytester, "[pytest]\n", "--sdeflow-plugin", "euler_maruyama")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*'euler_maruyama' is a predictor registered by the plugin 'pc'*"])
+    result = run_kit(pytester, "[pytest]\n", "--sdeflow-plugin", "kit-global-rng", conftest=True)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*'kit-global-rng' is a sampler registered by the plugin 'kit-test-plugin': pass "
+                                 "--sdeflow-plugin kit-test-plugin (all its components) or --sdeflow-plugin "
+                                 "sampler:kit-global-rng (this one)*"])
+    result = run_kit(pytester, "[pytest]\n", "--sdeflow-plugin", "sampler:no-such-sampler")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no sampler 'no-such-sampler' is registered; registered samplers: ancestral*"])
     result = run_kit(pytester, "[pytest]\nsdeflow_components = model:mlp\n")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*cannot tell the input shape of model:mlp*"])

@@ -357,6 +357,13 @@ SAMPLER_CHECKS: dict[str, Callable[..., None]] = {
 }
 
 
+#: the sampler checks that run under a given process (the others run on the kit's own processes:
+#: the order check on :class:`~sdeflow.testing.reference.LinearLogSNRProcess`, the Gaussian-marginal
+#: claims on :class:`~sdeflow.testing.reference.NonGaussianProcess`)
+PROCESS_CHECKS_OF_SAMPLERS: tuple[str, ...] = ("contract", "reproducible", "stochastic", "dtypes", "t_end",
+                                               "recovers_gaussian", "host_syncs")
+
+
 def check_sampler(factory: SamplerFactory, process: ForwardProcess | None = None, tol: float = 0.05) -> None:
     """Run every check of :data:`SAMPLER_CHECKS` on the sampler ``factory`` builds (those that do
     not apply to it, e.g. the order check of a sampler declaring no order, are passed over).
@@ -372,7 +379,7 @@ def check_sampler(factory: SamplerFactory, process: ForwardProcess | None = None
     for name, check in SAMPLER_CHECKS.items():
         params = inspect.signature(check).parameters
         kwargs: dict[str, Any] = {}
-        if "process" in params and name != "order":
+        if name in PROCESS_CHECKS_OF_SAMPLERS:
             kwargs["process"] = process
         if "tol" in params:
             kwargs["tol"] = tol

@@ -11,7 +11,9 @@ Eq. 6) has additive noise (``g`` depends on time only). Written in the reverse t
 the stochastic Heun (trapezoidal predictor-corrector) scheme for Stratonovich SDEs, which for
 additive noise equal their Ito form (Kloeden & Platen 1992, Sec. 11.1, Eq. 11.1.13; Rumelin 1982).
 Strong order 1 for additive noise; with ``g = 0`` it is Heun's second-order method. Two score
-evaluations per step, plus one for the optional final denoising.
+evaluations per step, plus one for the optional final denoising. With ``brownian="interval"`` the
+increments come from one Brownian path per seed, the same at every step count (a dyadic torchsde
+``BrownianInterval``), so its strong error can be measured against a finer run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 from torch import Tensor
 
 import sdeflow
+from sdeflow.errors import OptionError
+from sdeflow.solvers.brownian import ScaledBrownian
 from sdeflow.solvers.common import StepObserver, check_positive_int, finish, resolve_interval, stop_time
 from sdeflow.solvers.denoiser import Denoiser
 from sdeflow.solvers.evaluator import ScoreEvaluator
@@ -33,7 +37,10 @@ class StochasticHeunSampler(sdeflow.Sampler):
 
     Args:
         steps: number of equal steps.
-        denoise: finish with ``E[x_0 | x_{t_end}]`` (Tweedie's formula, one evaluation).
+        brownian: ``"fast"`` draws each increment from the generator; ``"interval"`` takes them from
+            one Brownian path per generator seed, the same at every step count (strong-error studies).
+        denoise: finish with ``E[x_0 | x_{t_end}]`` (Tweedie's formula, one evaluation; it needs
+            ``alpha_t`` and ``sigma_t``, so it requires a process with Gaussian marginals).
         t_end: final time (default: the process's ``t_min``).
         check_finite: raise :class:`sdeflow.errors.NonFiniteError` naming the step and time
             where the score first became NaN/Inf.
@@ -43,10 +50,18 @@ class StochasticHeunSampler(sdeflow.Sampler):
     stochastic = True
     order = 1.0  # strong order for the reverse SDE's additive noise
 
-    def __init__(self, steps: int = 100, denoise: bool = True, t_end: float | None = None,
+    def __init__(self, steps: int = 100, brownian: str = "fast", denoise: bool = True, t_end: float | None = None,
                  check_finite: bool = True) -> None:
         check_positive_int("steps", steps)
-        self.steps, self.denoise, self.t_end, self.check_finite = int(steps), bool(denoise), t_end, bool(check_finite)
+        if brownian not in ("fast", "interval"):
+            raise OptionError(f"brownian must be 'fast' or 'interval', got {brownian!r}")
+        self.steps, self.brownian, self.denoise = int(steps), brownian, bool(denoise)
+        self.t_end, self.check_finite = t_end, bool(check_finite)
+
+    @property
+    def requires_gaussian_marginals(self) -> bool:  # type: ignore[override]
+        """Only with ``denoise``: the steps use drift, diffusion and score alone."""
+        return self.denoise
 
     def _sample(self, score_model: sdeflow.ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
                 callback: StepCallback | None, progress: bool, return_trajectory: bool) -> sdeflow.SampleResult:
@@ -72,10 +87,15 @@ class StochasticHeunSampler(sdeflow.Sampler):
 
         with torch.no_grad():
             x = score_model.prior_sample(shape, generator, device, dtype)
+            path = None
+            if self.brownian == "interval":
+                seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+                path = ScaledBrownian(t_start - t_stop, n, (batch, x[0].numel()), seed, dtype, device)
             if observer is not None:
                 observer.observe(0, times[0], x)
             for k in range(n):
-                dw = randn(shape, generator, device, dtype) * (h ** 0.5)
+                z = randn(shape, generator, device, dtype) if path is None else path(k, k + 1).reshape(shape)
+                dw = z * (h ** 0.5)
                 drift = reverse_drift(x, k)
                 pred = x + h * drift + g[k] * dw
                 x = x + (0.5 * h) * (drift + reverse_drift(pred, k + 1)) + (0.5 * (g[k] + g[k + 1])) * dw
