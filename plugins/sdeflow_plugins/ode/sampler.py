@@ -43,8 +43,9 @@ class ODESampler(Sampler):
     The initial samples come from ``score_model.prior_sample`` (the process's marginal at
     ``t_max``; exact ``p_{t_max}`` for an exact mixture model). Adaptive methods are made to step
     exactly to ``t_end`` (or ``score_t_min``) and every evaluation time is clamped into
-    ``[t_min, t_max]`` (and up to ``score_t_min``), so the score is never asked for outside the
-    process's interval or where it is infinite. ``result.steps`` counts the solver's steps; the
+    ``[t_end, t_max]`` (and up to ``score_t_min``): the score is never asked for outside the run's
+    interval (the contract of ``t_end``; adaptive trial stages probe past the end) or where it is
+    infinite. ``result.steps`` counts the solver's steps; the
     final denoising or data-prediction step is one more evaluation in ``result.nfe``.
     """
 
@@ -97,7 +98,7 @@ class ODESampler(Sampler):
         run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory)
         evaluator = run.evaluator
         field = FlowField(process.probability_flow(evaluator), process, shape[0],
-                          t_floor=t_stop if t_stop > t_end else None)
+                          t_floor=t_stop)
         where = f"sampler 'ode' (method={self.method!r}" + (f", steps={steps})" if fixed else ")")
         count = [0]
         starts: list[int] = []  # evaluations made before each step began (host ints, no sync)
