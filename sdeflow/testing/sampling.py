@@ -71,17 +71,21 @@ def no_denoise(sampler: Sampler) -> dict[str, Any]:
 
 
 def takes_x_T(sampler: Sampler) -> bool:
-    """Whether ``sampler.sample`` takes the keyword ``x_T`` (the start of the reverse run)."""
-    return "x_T" in inspect.signature(sampler.sample).parameters
+    """Whether the sampler starts from a given ``x_T`` (``sample(..., x_T=...)``, passed on to a
+    ``_sample`` that takes it)."""
+    if "x_T" not in inspect.signature(sampler.sample).parameters:
+        return False
+    params = inspect.signature(sampler._sample).parameters
+    return "x_T" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def sample_from(sampler: Sampler, score_model: ScoreModel, shape: Sequence[int], generator: torch.Generator,
                 x_T: Tensor, **kwargs: Any) -> SampleResult:
     """``sampler.sample(score_model, shape, generator, x_T=x_T)``: one run from the given prior draw.
 
-    Where ``sample`` has no ``x_T`` keyword the start is given through the model instead: its
-    ``prior_sample`` returns ``x_T`` for this call (every sampler starts from
-    ``score_model.prior_sample``).
+    For a sampler that cannot take ``x_T`` (checked by :func:`~sdeflow.testing.check_sampler_contract`)
+    the start is given through the model instead, so that the other checks still measure it: its
+    ``prior_sample`` returns ``x_T`` for this call (samplers start from ``score_model.prior_sample``).
     """
     if takes_x_T(sampler):
         return sampler.sample(score_model, shape, generator, x_T=x_T, **kwargs)
