@@ -39,8 +39,8 @@ from .common import F64, K_SE, CheckNotApplicable, assert_moments, coeffs, frac_
 from .orders import check_sampler_order
 from .processes import _expect_raises
 from .reference import NonGaussianProcess, RecordingScoreModel, StationaryScoreModel
-from .sampling import (TARGET_COV, TARGET_MEAN, SamplerFactory, build, gaussian_target, gen, label, no_denoise,
-                       process_or_reference, sample_from)
+from .sampling import (SamplerFactory, build, gaussian_target, gen, label, no_denoise, process_or_reference,
+                       sample_from, takes_x_T)
 from .syncs import check_sampler_host_syncs
 
 def check_sampler_interface(factory: SamplerFactory) -> None:
@@ -79,7 +79,9 @@ def check_sampler_contract(factory: SamplerFactory, process: ForwardProcess | No
     ``(step: int, t, x)``, step 0 first at ``t_max``, steps non-decreasing and ``x`` of the
     sample shape; ``return_trajectory=True`` gives ``trajectory`` of shape ``(k, *shape)`` and
     ``times`` of shape ``(k,)`` starting at ``t_max``; a bad shape raises
-    :class:`~sdeflow.errors.ShapeError` and a non-``ScoreModel`` :class:`~sdeflow.errors.IncompatibleError`.
+    :class:`~sdeflow.errors.ShapeError` and a non-``ScoreModel`` :class:`~sdeflow.errors.IncompatibleError`;
+    ``sample(..., x_T=x_T)`` starts from ``x_T`` (the state at step 0), leaves it unmodified and
+    refuses one of another shape.
 
     Args:
         factory: builds the sampler.
@@ -122,6 +124,31 @@ def check_sampler_contract(factory: SamplerFactory, process: ForwardProcess | No
     _expect_raises(ShapeError, lambda: sampler.sample(sm, (0, 2), gen(0)), f"{label(sampler)} with shape (0, 2)")
     _expect_raises(IncompatibleError, lambda: sampler.sample(object(), (4, 2), gen(0)),  # type: ignore[arg-type]
                    f"{label(sampler)} given an object that is not a ScoreModel")
+    if "x_T" in inspect.signature(Sampler.sample).parameters:
+        _check_starts_from_x_T(sampler, sm)
+
+
+def _check_starts_from_x_T(sampler: Sampler, sm: RecordingScoreModel) -> None:
+    """``sample(..., x_T=x_T)`` starts from ``x_T``: the state reported at step 0 is ``x_T``, which
+    is left unmodified; an ``x_T`` of another shape raises :class:`~sdeflow.errors.ShapeError`."""
+    what = label(sampler)
+    assert takes_x_T(sampler), (f"{what} cannot start from a given x_T: its _sample() takes no x_T argument "
+                                "(accept x_T=None and start from it when given)")
+    x_T = sm.prior_sample((16, 2), gen(2))
+    keep = x_T.clone()
+    first: list[Tensor] = []
+
+    def callback(step: Any, t: Any, x: Tensor) -> None:
+        if not first:
+            first.append(x.clone())
+
+    sampler.sample(sm, (16, 2), gen(3), x_T=x_T, callback=callback)
+    assert first and torch.equal(first[0], keep), (
+        f"{what}: sample(..., x_T=x_T) must start from x_T, but the state at step 0 differs from it "
+        f"(max difference {float((first[0] - keep).abs().max()) if first else float('nan'):.3g})")
+    assert torch.equal(x_T, keep), f"{what}: sample(..., x_T=x_T) modified x_T in place"
+    _expect_raises(ShapeError, lambda: sampler.sample(sm, (16, 2), gen(3), x_T=x_T[:8]),
+                   f"{what} given x_T of shape (8, 2) for samples of shape (16, 2)")
 
 
 def check_sampler_reproducible(factory: SamplerFactory, process: ForwardProcess | None = None) -> None:
