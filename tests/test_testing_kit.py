@@ -517,6 +517,29 @@ def test_false_capability_claims_fail_their_check(sampler: type, check: str, mes
         kit.SAMPLER_CHECKS[check](sampler)
 
 
+def test_host_sync_counter_tells_device_from_host_tensors() -> None:
+    """Device tensors by provenance: conversions of the marked start, of what is computed from it and
+    of tensors placed with device= in the model's dtype count; host-side float64 work does not."""
+    from sdeflow.testing.syncs import mark_device
+
+    counter = kit.HostSyncCounter(torch.float32, lambda: 1)
+    grid = torch.linspace(1.0, 0.0, 5, dtype=F64)  # a host grid
+    with counter:
+        x = mark_device(torch.randn(4, 2))
+        float(grid[1])
+        grid.tolist()
+        y = (x * grid[2].float()).abs()
+        y.max().item()  # counted
+        bool((y > 1).any())  # counted
+        _ = y[y > 0.5]  # counted: boolean mask
+        t = torch.full((4,), 0.5, dtype=torch.float32, device=x.device)  # placed on the run's device
+        float(t[0])  # counted
+        float(torch.zeros(1, dtype=F64, device=x.device))  # float64: a host-side value
+    assert [e.op for e in counter.events] == ["Tensor.item()", "bool(tensor)", "boolean-mask indexing",
+                                              "float(tensor)"]
+    assert all("test_testing_kit.py" in e.where for e in counter.events)
+
+
 def test_the_order_check_passes_over_what_it_cannot_measure() -> None:
     with pytest.raises(kit.CheckNotApplicable, match="declares no order"):
         kit.check_sampler_order(functools.partial(sdeflow.create_sampler, "langevin"))
