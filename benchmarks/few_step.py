@@ -14,7 +14,7 @@ under-dispersed regions as the mean can).
 
 Parts:
 
-* generic schedules (always): ``dpm_solver`` 2M/3M and ``unipc`` 2/3 with ``logSNR`` (the
+* generic schedules (always): ``dpm_solver`` 2M/3M and ``unipc`` 2/3 with ``logSNR_edm`` (the
   defaults), ``edm`` (rho = 7) and ``time_quadratic`` steps;
 * ``--calibrate``: ``unipc`` (order 2) with :func:`sdeflow.calibrate_schedule` fitted on 256
   calibration draws of their own (seed 777) against their own dopri5 solution, then evaluated on
@@ -49,8 +49,8 @@ import torch
 import sdeflow
 from sdeflow import GaussianMixture, ScoreModel
 from sdeflow.data.datasets import anisotropic_mixture, nine_gaussians
+from sdeflow.solvers import EDM_SIGMA_MIN, last_finite_time, scaled_sigma
 from sdeflow.training.calibration import _levels
-from sdeflow.solvers.schedules import EDM_SIGMA_MIN, last_finite_time, scaled_sigma
 
 DATASETS: dict[str, Callable[[], GaussianMixture]] = {
     "nine_gaussians": lambda: nine_gaussians(dtype=torch.float64),
@@ -60,10 +60,10 @@ DATASETS: dict[str, Callable[[], GaussianMixture]] = {
 PROCESSES: dict[str, dict[str, Any]] = {"vp": {}, "subvp": {}, "ve": {}, "ddpm": {}, "vdm": {"schedule": "linear"}}
 #: (label, sampler, options without steps)
 GENERIC: list[tuple[str, str, dict[str, Any]]] = [
-    ("dpm_solver 2M logSNR (default)", "dpm_solver", {}),
-    ("dpm_solver 3M logSNR", "dpm_solver", dict(order=3)),
-    ("unipc-2 logSNR (default)", "unipc", {}),
-    ("unipc-3 logSNR", "unipc", dict(order=3)),
+    ("dpm_solver 2M logSNR_edm (default)", "dpm_solver", {}),
+    ("dpm_solver 3M logSNR_edm", "dpm_solver", dict(order=3)),
+    ("unipc-2 logSNR_edm (default)", "unipc", {}),
+    ("unipc-3 logSNR_edm", "unipc", dict(order=3)),
     ("dpm_solver 2M edm", "dpm_solver", dict(schedule="edm")),
     ("unipc-2 edm", "unipc", dict(schedule="edm")),
     ("unipc-2 time_quadratic", "unipc", dict(schedule="time_quadratic")),
@@ -250,8 +250,10 @@ def markdown(rows: list[dict[str, Any]], budgets: list[int], datasets: list[str]
     """One table per data set and metric; cells ``vp / subvp / ve / ddpm / vdm``."""
     configs = list(dict.fromkeys(r["config"] for r in rows if r["budget"] != ""))
     out = [f"Cells: {' / '.join(processes)}.", ""]
-    fmt: Callable[[float], str] = lambda v: "inf" if not math.isfinite(v) else (f"{v:+.3f}" if abs(v) < 100
-                                                                                 else f"{v:+.1e}")
+
+    def fmt(v: float) -> str:
+        return "inf" if not math.isfinite(v) else (f"{v:+.3f}" if abs(v) < 100 else f"{v:+.1e}")
+
     for ds in datasets:
         ses = sorted(r["gap_se"] for r in rows if r["dataset"] == ds and r["budget"] != "" and math.isfinite(r["gap_se"]))
         floor = ses[len(ses) // 2] if ses else 0.0  # the median standard error of the 8,000-sample gaps

@@ -58,8 +58,18 @@ from pathlib import Path
 import torch
 
 from sdeflow.bench.hand_loops import hand_ode, hand_sde_euler
-from sdeflow.bench.overhead import (Problem, Variant, compare, hand_variant, machine, make_problems, score_only,
-                                    sdeflow_variant, time_group, wait_quiet)
+from sdeflow.bench.overhead import (
+    Problem,
+    Variant,
+    compare,
+    hand_variant,
+    machine,
+    make_problems,
+    score_only,
+    sdeflow_variant,
+    time_group,
+    wait_quiet,
+)
 
 TARGETS = {"1d": 2.0, "mlp": 1.10, "echo": None}
 

@@ -42,8 +42,8 @@ import torch
 
 import sdeflow
 from sdeflow import ScoreModel
-from sdeflow.training import TrainConfig, Trainer
 from sdeflow.data.images import levels_to_signed, load_digits_levels
+from sdeflow.training import TrainConfig, Trainer
 from sdeflow_plugins.vdm import vlb_breakdown, vlb_terms
 
 VARIANTS = {

@@ -3,24 +3,41 @@
 Give a :class:`ForwardProcess` and a :class:`ScoreModel`; sdeflow derives the reverse-time SDE
 and the probability-flow ODE and integrates them with torchsde and torchdiffeq. Methods,
 architectures and samplers are pluggy plugins discovered through the ``sdeflow`` entry points.
+
+The names below are the public API; plugins import only them, :mod:`sdeflow.errors` and the
+sampler-writing toolkit :mod:`sdeflow.solvers` (and :mod:`sdeflow.testing` in their tests).
 """
 
 from __future__ import annotations
 
-from .plugins.hookspecs import hookimpl
-from .core.process import ForwardProcess
-from .core.sampler import SampleResult, Sampler
-from .core.score_model import ScoreModel
-from .utils.shapes import append_dims
+from .core.dynamics import ProbabilityFlowODE, ReverseSDE
+from .core.embeddings import sinusoidal_embedding
+from .core.likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
+from .core.linear_beta import LinearBeta
+from .core.losses import denoising_score_matching
 from .core.marginal_process import MarginalDefinedProcess
-
-from .plugins.api import (component_options, create_component, create_model, create_process, create_sampler,
-                  list_components, list_plugins)  # noqa: E402
-from .plugins.manager import register_plugin, reload_plugins, unregister_plugin  # noqa: E402
-from .data import GaussianMixture  # noqa: E402
-from .core.likelihood import LikelihoodResult, bits_per_dim, log_likelihood  # noqa: E402
-from .training.model_spec import load_score_model  # noqa: E402
-from .training.calibration import ScheduleCalibration, calibrate_schedule  # noqa: E402
+from .core.parametrization import PARAMETRIZATIONS, to_eps, to_score, to_v, to_x0
+from .core.process import ForwardProcess
+from .core.sampler import Sampler, SampleResult
+from .core.score_model import ScoreModel
+from .data import GaussianMixture
+from .data.images import levels_to_signed
+from .plugins.api import (
+    component_options,
+    create_component,
+    create_model,
+    create_process,
+    create_sampler,
+    list_components,
+    list_plugins,
+    plugin_info,
+)
+from .plugins.hookspecs import hookimpl
+from .plugins.manager import register_plugin, reload_plugins, unregister_plugin
+from .plugins.registry import RegistryView
+from .training.calibration import ScheduleCalibration, calibrate_schedule
+from .training.model_spec import load_score_model
+from .utils.shapes import append_dims, rand, randn
 
 __version__ = "0.1.0"
 
@@ -28,7 +45,12 @@ __all__ = [
     "ForwardProcess",
     "GaussianMixture",
     "LikelihoodResult",
+    "LinearBeta",
     "MarginalDefinedProcess",
+    "PARAMETRIZATIONS",
+    "ProbabilityFlowODE",
+    "RegistryView",
+    "ReverseSDE",
     "SampleResult",
     "ScheduleCalibration",
     "Sampler",
@@ -38,16 +60,27 @@ __all__ = [
     "calibrate_schedule",
     "component_options",
     "create_component",
-    "list_components",
     "create_model",
     "create_process",
     "create_sampler",
+    "denoising_score_matching",
+    "dequantize",
     "hookimpl",
+    "levels_to_signed",
+    "list_components",
     "list_plugins",
     "load_score_model",
     "log_likelihood",
+    "plugin_info",
+    "rand",
+    "randn",
     "register_plugin",
     "reload_plugins",
+    "sinusoidal_embedding",
+    "to_eps",
+    "to_score",
+    "to_v",
+    "to_x0",
     "unregister_plugin",
     "__version__",
 ]

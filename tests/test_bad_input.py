@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import sdeflow
-from sdeflow.plugins import manager as plugin_manager
 from sdeflow.errors import OptionError, PluginError, ShapeError, TimeRangeError
+from sdeflow.plugins import manager as plugin_manager
 
 
 @pytest.fixture

@@ -15,8 +15,14 @@ from sdeflow import GaussianMixture
 from sdeflow.bench.metrics import MMD, LogDensityGap, MeanError, SlicedW2
 from sdeflow.bench.targets import prepare_target, target_entropy
 from sdeflow.data.datasets import gaussian_1d
-from sdeflow.data.metrics import (gaussian_entropy, gaussian_mmd2_rbf, gaussian_w2, mmd_rbf, sliced_wasserstein,
-                             wasserstein_1d)
+from sdeflow.data.metrics import (
+    gaussian_entropy,
+    gaussian_mmd2_rbf,
+    gaussian_w2,
+    mmd_rbf,
+    sliced_wasserstein,
+    wasserstein_1d,
+)
 
 K_SE = 4.0  # tolerances are 4 standard errors
 

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from common import invoke
 from PIL import Image
 
 import sdeflow
 from sdeflow.cli.data import resolve_data
 from sdeflow.data.images import DequantizedImages, levels_to_signed, load_digits_split, save_images
 from sdeflow.training import load_checkpoint
-
-from common import invoke
 
 #: a UNet small enough for a few CPU steps (48k parameters at 8x8)
 UNET = ["--model", "unet", "--model-opt", "base_channels=8", "--steps", "2", "--batch-size", "8", "--device", "cpu",

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 import sdeflow
-from sdeflow.plugins import manager as plugin_manager
 from sdeflow.cli import main
 from sdeflow.errors import PluginError
+from sdeflow.plugins import manager as plugin_manager
 
 BUILTIN_PLUGINS = {"vp": ("process", "vp"), "subvp": ("process", "subvp"), "ve": ("process", "ve"),
                    "mlp": ("model", "mlp"), "sde": ("sampler", "sde"), "ode": ("sampler", "ode")}

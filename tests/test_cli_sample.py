@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from common import invoke
 
 import sdeflow
 from sdeflow.cli.outputs import plot_samples
 from sdeflow.training import CheckpointError, Trainer, load_checkpoint, load_score_model
-
-from common import invoke
 
 TRAIN = ["train", "--model-opt", "hidden=16", "--model-opt", "depth=1", "--steps", "20", "--batch-size", "64",
          "--device", "cpu", "--no-progress", "--train-opt", "log_every=10"]

@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from common import invoke
 
 import sdeflow
 from sdeflow.cli.config import load_config
 from sdeflow.cli.options import parse_assignments, parse_literal
 from sdeflow.training import load_checkpoint, load_score_model
-
-from common import invoke
 
 TINY = ["--model-opt", "hidden=8", "--model-opt", "depth=1", "--data-opt", "n=64", "--steps", "6", "--batch-size",
         "16", "--device", "cpu", "--no-progress", "--train-opt", "log_every=2"]

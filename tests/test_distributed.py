@@ -39,9 +39,9 @@ from click.testing import CliRunner
 from sdeflow.bench.ranks import assign_blocks
 from sdeflow.cli import main as cli_main
 from sdeflow.data.datasets import nine_gaussians
-from sdeflow.utils.sharding import ShardedGenerator, shard_bounds
-from sdeflow.utils.shapes import rand, randn
 from sdeflow.training import BatchSource, load_checkpoint
+from sdeflow.utils.shapes import rand, randn
+from sdeflow.utils.sharding import ShardedGenerator, shard_bounds
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_cases import CASES, make_trainer  # noqa: E402

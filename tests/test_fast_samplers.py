@@ -30,15 +30,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from common import gen
 from torch import Tensor, nn
 
 import sdeflow
 from sdeflow import ForwardProcess, GaussianMixture, ScoreModel, append_dims
 from sdeflow.data.datasets import anisotropic_mixture, gaussian_1d, nine_gaussians
 from sdeflow.errors import IncompatibleError, NonFiniteError, OptionError, UnknownComponentError
-from sdeflow.solvers.schedules import EDM_SIGMA_MIN, GridCoefficients, edm_times, scaled_sigma, solver_times
+from sdeflow.solvers import EDM_SIGMA_MIN, GridCoefficients, edm_times, scaled_sigma, solver_times
 from sdeflow.testing import ReferenceOUProcess
-from common import gen
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -191,7 +191,7 @@ def test_dpm_solver_converges_at_its_order() -> None:
 
 def test_step_orders_warm_up_lower_order_final_and_infinite_steps() -> None:
     """Warm-up with lower orders, lower-order final steps, and order 1 for a step to sigma = 0."""
-    from sdeflow_plugins.dpm_solver.sampler import step_orders
+    from sdeflow.solvers import step_orders
 
     lam = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert step_orders(lam, 3, lower_order_final=False) == [1, 2, 3, 3, 3]
@@ -213,7 +213,7 @@ def test_final_step_to_sigma_zero() -> None:
     grid = solver_times(process, 1.0, 0.0, 10, "logSNR")
     assert float(scaled_sigma(process, grid[-2:-1])[0]) == pytest.approx(EDM_SIGMA_MIN, rel=1e-9)
     co = GridCoefficients.of(process, grid)
-    assert co.sigma[-1] == 0.0 and math.isinf(co.lam[-1])
+    assert co.sigma[-1] == 0.0 and math.isinf(co.half_log_snr[-1])
     times, sig = edm_times(process, 1.0, 0.0, 18)
     assert sig[-1] == 0.0 and float(sig[-2]) == pytest.approx(EDM_SIGMA_MIN) and times[-1] == 0.0
     assert float(sig[0]) == pytest.approx(float(scaled_sigma(process, torch.tensor([1.0]))[0]))
@@ -421,7 +421,7 @@ def test_options_and_capabilities_of_every_sampler() -> None:
         assert repr(sampler).startswith(cls.__name__)
     assert sdeflow.create_sampler("ode").options()["options"] is None
     assert sdeflow.create_sampler("dpm_solver").options() == {
-        "steps": 20, "order": 2, "schedule": "logSNR", "lower_order_final": True, "order3_rule": "taylor",
+        "steps": 20, "order": 2, "schedule": "logSNR_edm", "lower_order_final": True, "order3_rule": "taylor",
         "clip_x0": None, "t_end": None, "check_finite": True}
     assert sdeflow.create_sampler("dpm_solver", order=3).capabilities() == {
         "stochastic": False, "order": 3.0, "requires_gaussian_marginals": True, "host_syncs": False}

@@ -1,4 +1,4 @@
-"""``sdeflow.solvers.grid_sampler.GridSampler``: the loop every hand-written sampler shares, used by a
+"""``sdeflow.solvers.GridSampler``: the loop every hand-written sampler shares, used by a
 third-party sampler written only as a grid, a plan and a step.
 
 The sampler below is Heun's method on the probability-flow ODE in ``t`` (two evaluations a step),
@@ -7,8 +7,9 @@ so the step of a non-finite evaluation must be found from its evaluation number,
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ import sdeflow
 from sdeflow import ScoreModel
 from sdeflow.data.datasets import gaussian_1d
 from sdeflow.errors import NonFiniteError
-from sdeflow.solvers.grid_sampler import GridRun, GridSampler
+from sdeflow.solvers import GridRun, GridSampler, SamplingRun
 
 
 class FlowHeunSampler(GridSampler):
@@ -31,11 +32,11 @@ class FlowHeunSampler(GridSampler):
                  check_finite: bool = True) -> None:
         self.steps, self.denoise, self.t_end, self.check_finite = steps, denoise, t_end, check_finite
 
-    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
+    def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
         return torch.linspace(t_start, t_end, self.steps + 1, dtype=torch.float64), run.process.probability_flow(
             run.evaluator)
 
-    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+    def step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
         flow, dt = run.plan, run.times[k + 1] - run.times[k]
         v = flow.velocity(x, run.at(k))
         x_e = x + dt * v
@@ -100,3 +101,39 @@ def test_check_finite_off_and_non_finite_samples() -> None:
     with pytest.raises(NonFiniteError, match=r"the samples contain NaN/Inf after 10 score evaluations"):
         FlowHeunSampler(steps=5, check_finite=False).sample(sm, (4, 1))
 
+
+
+@pytest.mark.parametrize("name, options, after_loop", [
+    ("ode", {"method": "euler", "steps": 4}, 0), ("ode", {"method": "dopri5"}, 0), ("sde", {"steps": 4}, 1),
+    ("pc", {"steps": 4}, 1), ("ancestral", {"steps": 4}, 1), ("langevin", {"num_scales": 3, "n_steps_each": 2}, 1),
+    ("ddim", {"steps": 4}, 0), ("dpm_solver", {"steps": 4}, 0), ("unipc", {"steps": 4}, 0), ("heun", {"steps": 4}, 0),
+    ("test_flow_heun", {"steps": 4, "denoise": True}, 1)])
+def test_every_sampler_steps_inside_the_run_scaffold(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                    options: dict[str, Any], after_loop: int) -> None:
+    """Every built-in sampler's step loop is ``SamplingRun.stepping`` (entered once); every evaluation but the
+    final denoising happens inside it: the one place a step loop runs, which a check of host synchronisation
+    inside the loop can wrap."""
+    state = {"entered": 0, "inside": False}
+    original = SamplingRun.stepping
+
+    @contextlib.contextmanager
+    def stepping(self: SamplingRun) -> Iterator[None]:
+        state["entered"] += 1
+        state["inside"] = True
+        try:
+            with original(self):
+                yield
+        finally:
+            state["inside"] = False
+
+    monkeypatch.setattr(SamplingRun, "stepping", stepping)
+    process = sdeflow.create_process("vp")
+    net = NaNAfter(process)
+    seen: list[bool] = []
+    forward = net.forward
+    net.forward = lambda x, t: (seen.append(bool(state["inside"])), forward(x, t))[1]  # type: ignore[method-assign]
+    sm = ScoreModel(net, process, parametrization="score")
+    sampler = FlowHeunSampler(**options) if name == "test_flow_heun" else sdeflow.create_sampler(name, **options)
+    res = sampler.sample(sm, (8, 1), torch.Generator().manual_seed(0))
+    assert state["entered"] == 1
+    assert len(seen) == res.nfe and seen.count(False) == after_loop, seen

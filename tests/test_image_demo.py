@@ -12,10 +12,18 @@ import torch
 from PIL import Image
 
 import sdeflow
-from sdeflow.errors import OptionError
-from sdeflow.cli.image_demo import (condition_range, default_sampler, digit_classifier, digit_confidence,
-                                histogram_bits_per_dim, latent_in_range, nearest_digit_ratio, run_image_demo)
+from sdeflow.cli.image_demo import (
+    condition_range,
+    default_sampler,
+    digit_classifier,
+    digit_confidence,
+    histogram_bits_per_dim,
+    latent_in_range,
+    nearest_digit_ratio,
+    run_image_demo,
+)
 from sdeflow.data.images import levels_to_signed, load_digits_split
+from sdeflow.errors import OptionError
 from sdeflow.training import load_checkpoint, load_score_model
 
 TINY = {"model_options": {"base_channels": 8}, "batch_size": 16, "n_samples": 4, "n_eval": 4, "n_probes": 2,

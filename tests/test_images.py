@@ -10,10 +10,24 @@ import pytest
 import torch
 from PIL import Image
 
+from sdeflow.data.images import (
+    DequantizedImages,
+    from_uint8,
+    levels_to_signed,
+    load_digits,
+    load_digits_levels,
+    load_image_folder,
+    load_image_tensor,
+    make_grid,
+    resize_images,
+    save_image_grid,
+    save_image_tensor,
+    save_images,
+    signed_to_levels,
+    split_holdout,
+    to_uint8,
+)
 from sdeflow.errors import OptionError, ShapeError
-from sdeflow.data.images import (DequantizedImages, from_uint8, levels_to_signed, load_digits, load_digits_levels,
-                            load_image_folder, load_image_tensor, make_grid, resize_images, save_image_grid,
-                            save_image_tensor, save_images, signed_to_levels, split_holdout, to_uint8)
 
 
 def random_uint8(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 
 import sdeflow
 from sdeflow import ForwardProcess, append_dims
+from sdeflow.core.likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 from sdeflow.data.datasets import anisotropic_mixture, nine_gaussians
 from sdeflow.errors import NonFiniteError, OptionError, ShapeError, TimeRangeError
-from sdeflow.core.likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -26,9 +26,9 @@ from torch import Tensor
 
 import sdeflow
 from sdeflow.core import parametrization as P
+from sdeflow.core.losses import denoising_score_matching, sample_importance_time
 from sdeflow.data.datasets import gaussian_1d
 from sdeflow.errors import OptionError
-from sdeflow.core.losses import denoising_score_matching, sample_importance_time
 
 F64 = torch.float64
 MEAN, STD = 5.0, 2.0

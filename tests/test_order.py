@@ -25,12 +25,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from common import gen
 from torch import Tensor
 
 import sdeflow
 from sdeflow import GaussianMixture
 from sdeflow.data.datasets import gaussian_1d
-from common import gen
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -12,14 +12,15 @@ import math
 
 import pytest
 import torch
+from common import assert_moments as check_moments
+from common import gaussian_marginal_moments, gen
 from torch import Tensor, nn
 
 import sdeflow
 from sdeflow import ForwardProcess, ScoreModel, append_dims
 from sdeflow.data.datasets import gaussian_1d
 from sdeflow.errors import IncompatibleError, NonFiniteError, OptionError, PluginError, UnknownComponentError
-from sdeflow.solvers.predictor_corrector import Corrector, PCContext, Predictor
-from common import assert_moments as check_moments, gaussian_marginal_moments, gen
+from sdeflow.solvers import Corrector, PCContext, Predictor
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import sdeflow
-from sdeflow.plugins import manager as plugin_manager
 from sdeflow.errors import OptionError, PluginConflictError, PluginError, UnknownComponentError
+from sdeflow.plugins import manager as plugin_manager
 
 BUILTINS = {"process": {"vp", "subvp", "ve"}, "model": {"mlp"}, "sampler": {"sde", "ode"}}
 BUILTIN_PLUGINS = {"vp", "subvp", "ve", "mlp", "sde", "ode"}

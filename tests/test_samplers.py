@@ -18,6 +18,8 @@ from fractions import Fraction
 
 import pytest
 import torch
+from common import assert_moments as check_moments
+from common import gaussian_marginal_moments, gen
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
@@ -25,10 +27,7 @@ import sdeflow
 from sdeflow import ForwardProcess, GaussianMixture, ScoreModel, append_dims
 from sdeflow.data.datasets import gaussian_1d, nine_gaussians
 from sdeflow.errors import NonFiniteError
-from sdeflow.solvers.brownian import ScaledBrownian
-from sdeflow.solvers.ode import ADAPTIVE_METHODS, ODE_METHODS, FlowField
-from sdeflow.solvers.sde import SDE_METHODS
-from common import assert_moments as check_moments, gaussian_marginal_moments, gen
+from sdeflow.solvers import ADAPTIVE_METHODS, ODE_METHODS, SDE_METHODS, FlowField, ScaledBrownian
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,4 +1,4 @@
-"""Step schedules of the fast samplers: the log-SNR grid over EDM's range, EDM's levels, schedules given as noise levels, and :func:`sdeflow.calibrate_schedule` (noise levels fitted to the model)."""
+"""Step schedules of the fast samplers: the log-SNR grids (uniform, and over EDM's range), EDM's levels, schedules given as noise levels, and :func:`sdeflow.calibrate_schedule` (noise levels fitted to the model)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ import math
 
 import pytest
 import torch
+from common import gen
+from test_fast_samplers import with_fixed_prior
 from torch import Tensor
 
 import sdeflow
 from sdeflow.data.datasets import nine_gaussians
 from sdeflow.errors import OptionError
-from sdeflow.solvers.schedules import EDM_SIGMA_MIN, edm_times, scaled_sigma, solver_times
-
-from common import gen
-from test_fast_samplers import with_fixed_prior
+from sdeflow.solvers import EDM_SIGMA_MIN, edm_times, reverse_grid, scaled_sigma, solver_times
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -24,20 +23,20 @@ def levels(process: sdeflow.ForwardProcess, times: Tensor) -> list[float]:
 
 
 @pytest.mark.parametrize("process_name", ["vp", "subvp", "ve", "ddpm", "vdm"])
-def test_log_snr_grid_is_sparser_outside_edms_range(process_name: str) -> None:
-    """Uniform in lambda = -log(sigma/alpha) inside EDM's levels [0.002, 80], four times sparser outside (VP, sub-VP
+def test_log_snr_edm_grid_is_sparser_outside_edms_range(process_name: str) -> None:
+    """``"logSNR_edm"``: uniform in lambda = -log(sigma/alpha) inside EDM's levels [0.002, 80], four times sparser outside (VP, sub-VP
     start at 152, DDPM at 157, VDM at 22026; sub-VP ends at 1.1e-4); VE's level 0 at t = 0 is reached by one last step
     from 0.002. Every step size shrinks with the number of steps."""
     options = {"schedule": "linear"} if process_name == "vdm" else {}
     process = sdeflow.create_process(process_name, **options)
     t0, t1 = float(process.t_max), float(process.t_min)
     for k in (10, 4, 2, 1):
-        grid = solver_times(process, t0, t1, k, "logSNR")
+        grid = solver_times(process, t0, t1, k, "logSNR_edm")
         sig = levels(process, grid)
         assert grid.numel() == k + 1 and grid[0] == t0 and grid[-1] == t1 and all(b < a for a, b in zip(sig, sig[1:]))
     widest = []
     for k in (80, 160):
-        sig = levels(process, solver_times(process, t0, t1, k, "logSNR"))
+        sig = levels(process, solver_times(process, t0, t1, k, "logSNR_edm"))
         if sig[-1] == 0.0:
             assert sig[-2] == pytest.approx(EDM_SIGMA_MIN, rel=1e-8)
             sig = sig[:-1]
@@ -49,6 +48,29 @@ def test_log_snr_grid_is_sparser_outside_edms_range(process_name: str) -> None:
             assert x == pytest.approx(4.0 * inside[0], rel=1e-6)
         widest.append(max(h))
     assert widest[1] < 0.6 * widest[0]
+
+
+@pytest.mark.parametrize("process_name", ["vp", "subvp", "ve", "ddpm", "vdm"])
+def test_log_snr_grid_is_uniform_in_log_snr(process_name: str) -> None:
+    """``"logSNR"``: uniform in log-SNR (Lu et al. 2022, Sec. 3.3), the grid of ``reverse_grid(spacing="log_snr")``
+    wherever the log-SNR is finite at ``t_end``; VE's level 0 at ``t = 0`` is reached by one last step from 0.002."""
+    options = {"schedule": "linear"} if process_name == "vdm" else {}
+    process = sdeflow.create_process(process_name, **options)
+    t0, t1 = float(process.t_max), float(process.t_min)
+    for k in (1, 2, 10, 40):
+        grid = solver_times(process, t0, t1, k, "logSNR")
+        sig = levels(process, grid)
+        assert grid.numel() == k + 1 and grid[0] == t0 and grid[-1] == t1 and all(b < a for a, b in zip(sig, sig[1:]))
+        if sig[-1] == 0.0:  # VE at t = 0: uniform down to EDM's smallest level, then one step to t_end
+            assert k == 1 or sig[-2] == pytest.approx(EDM_SIGMA_MIN, rel=1e-8)
+            sig = sig[:-1]
+        else:
+            continuous = sdeflow.create_process(process_name, **options)
+            continuous.discrete_times = lambda: None  # DDPM's chain aside: reverse_grid's continuous grid
+            torch.testing.assert_close(grid, reverse_grid(continuous, t0, t1, k, k, spacing="log_snr"),
+                                       rtol=0, atol=0)
+        h = [math.log(a / b) for a, b in zip(sig, sig[1:])]
+        assert not h or max(h) == pytest.approx(min(h), rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["dpm_solver", "unipc", "ddim"])

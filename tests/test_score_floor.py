@@ -28,18 +28,16 @@ from typing import Any
 
 import pytest
 import torch
+from common import gen
+from test_samplers import ODE_NFE_PER_STEP, SDE_NFE  # the methods' per-step evaluation counts
 from torch import Tensor, nn
 
 import sdeflow
 from sdeflow import ForwardProcess, GaussianMixture, ScoreModel, append_dims
+from sdeflow.core.likelihood import log_likelihood
 from sdeflow.data.datasets import gaussian_1d, nine_gaussians
 from sdeflow.errors import NonFiniteError, OptionError, TimeRangeError
-from sdeflow.solvers.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS
-from sdeflow.solvers.schedules import EDM_SIGMA_MIN
-from sdeflow.solvers.sde import SDE_METHODS
-from sdeflow.core.likelihood import log_likelihood
-from common import gen
-from test_samplers import ODE_NFE_PER_STEP, SDE_NFE  # the methods' per-step evaluation counts
+from sdeflow.solvers import ADAPTIVE_METHODS, EDM_SIGMA_MIN, FIXED_GRID_METHODS, SDE_METHODS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

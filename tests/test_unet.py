@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import sdeflow
-from sdeflow.errors import OptionError, ShapeError
 from sdeflow.data.images import DequantizedImages, load_digits, load_digits_levels
+from sdeflow.errors import OptionError, ShapeError
 from sdeflow.testing import check_model
 from sdeflow.training import Trainer
 from sdeflow_plugins.unet.blocks import AttentionBlock, group_count

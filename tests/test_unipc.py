@@ -8,15 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from common import gen
+from test_fast_samplers import with_fixed_prior
 from torch import Tensor
 
 import sdeflow
 from sdeflow import ScoreModel
 from sdeflow.data.datasets import gaussian_1d, nine_gaussians
 from sdeflow.errors import NonFiniteError, OptionError
-
-from common import gen
-from test_fast_samplers import with_fixed_prior
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

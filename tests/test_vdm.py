@@ -24,20 +24,31 @@ import math
 import numpy as np
 import pytest
 import torch
+from common import gen
 from scipy import stats
 from torch import Tensor
 
 import sdeflow
 from sdeflow import ScoreModel
-from sdeflow.errors import IncompatibleError, OptionError
 from sdeflow.core.losses import denoising_score_matching
-from sdeflow.testing.mixtures import mixture_1d
 from sdeflow.data.images import levels_to_signed, load_digits_levels, signed_to_levels
-from sdeflow_plugins.vdm import (LearnedGamma, LinearGamma, VDMProcess, decode_levels, decoder_log_probs,
-                                 diffusion_loss, discretized_gaussian_log_prob, prior_loss, reconstruction_loss,
-                                 vdm_loss, vlb_breakdown, vlb_terms)
+from sdeflow.errors import IncompatibleError, OptionError
+from sdeflow.testing.mixtures import mixture_1d
+from sdeflow_plugins.vdm import (
+    LearnedGamma,
+    LinearGamma,
+    VDMProcess,
+    decode_levels,
+    decoder_log_probs,
+    diffusion_loss,
+    discretized_gaussian_log_prob,
+    prior_loss,
+    reconstruction_loss,
+    vdm_loss,
+    vlb_breakdown,
+    vlb_terms,
+)
 from sdeflow_plugins.vdm.monotone_net import monotone_sums
-from common import gen
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

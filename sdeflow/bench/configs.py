@@ -25,9 +25,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import OptionError
-from ..solvers.schedules import scaled_sigma, t_from_scaled_sigma
 from ..core.process import ForwardProcess
+from ..errors import OptionError
+from ..solvers import scaled_sigma, t_from_scaled_sigma
 
 #: (budget, process) -> sampler options, or None when the budget is too small for the configuration
 OptionsFn = Callable[[int, ForwardProcess], "dict[str, Any] | None"]

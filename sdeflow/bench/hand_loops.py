@@ -7,7 +7,7 @@ samples up to rounding (the overhead benchmark checks it) and the time ratio sam
 measures the sampler's machinery alone. The ``sde``/``ode`` loops use VP's formulas
 (``beta(t) = beta_min + t (beta_max - beta_min)``, ``f = -beta x / 2``, ``g^2 = beta``); the
 ``ddim``, ``dpm_solver`` and ``heun`` loops take their time grids from
-:mod:`sdeflow.solvers.schedules` (computed once, before the loop, as the samplers do) and
+:mod:`sdeflow.solvers` (computed once, before the loop, as the samplers do) and
 write each step's formula by hand.
 
 Every loop has the signature ``loop(score_model, shape, generator, **options) -> (samples, nfe)``
@@ -22,9 +22,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..errors import OptionError
-from ..solvers.schedules import GridCoefficients, edm_times, solver_times
 from ..core.score_model import ScoreModel
+from ..errors import OptionError
+from ..solvers import GridCoefficients, edm_times, solver_times
 
 HandLoop = Callable[..., "tuple[Tensor, int]"]
 
@@ -44,9 +44,10 @@ class Counted:
 
 def _vp(sm: ScoreModel) -> tuple[float, float, float, float]:
     p = sm.process
-    if not hasattr(p, "beta_min"):
+    beta_min, beta_max = getattr(p, "beta_min", None), getattr(p, "beta_max", None)
+    if beta_min is None or beta_max is None:
         raise OptionError(f"the hand-written sde/ode loops use VP's formulas; got {type(p).__name__}")
-    return float(p.beta_min), float(p.beta_max), float(p.t_min), float(p.t_max)
+    return float(beta_min), float(beta_max), float(p.t_min), float(p.t_max)
 
 
 def hand_sde_euler(sm: ScoreModel, shape: tuple[int, ...], gen: torch.Generator, steps: int,
@@ -121,13 +122,13 @@ def hand_ddim(sm: ScoreModel, shape: tuple[int, ...], gen: torch.Generator, step
 
 
 def hand_dpm_solver_2m(sm: ScoreModel, shape: tuple[int, ...], gen: torch.Generator, steps: int,
-                       schedule: str = "logSNR", **_: Any) -> tuple[Tensor, int]:
+                       schedule: str = "logSNR_edm", **_: Any) -> tuple[Tensor, int]:
     """DPM-Solver++ 2M (Lu et al. 2022b, Alg. 2) with a first-order first and last step, by hand:
     ``x_{k+1} = sigma_{k+1}/sigma_k x_k - alpha_{k+1} phi_1 D``, ``phi_1 = expm1(-h)``,
     ``D = (1 + 1/(2r)) x0_k - 1/(2r) x0_{k-1}``, ``r = h_{k-1} / h_k``."""
     p = sm.process
     co, times = _grid(sm, solver_times(p, float(p.t_max), float(p.t_min), steps, schedule))
-    a, s, lam = co.alpha, co.sigma, co.lam
+    a, s, lam = co.alpha, co.sigma, co.half_log_snr
     n = len(a) - 1
     coef = []  # (c, w0, w1) per step, on the host before the loop
     for k in range(n):
@@ -141,7 +142,7 @@ def hand_dpm_solver_2m(sm: ScoreModel, shape: tuple[int, ...], gen: torch.Genera
     x0_of = Counted(sm, "x0")
     with torch.no_grad():
         x = sm.prior_sample(shape, gen)
-        prev = None
+        prev = x
         for k in range(n):
             m0 = x0_of(x, times[k])
             c, w0, w1 = coef[k]

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import OptionError
 from ..data.metrics import covariance_error, mean_error, sliced_wasserstein
+from ..errors import OptionError
 from .targets import PreparedTarget
 
 
@@ -161,7 +161,7 @@ class LogDensityGap(Metric):
         return float(-lp.double().mean()) - target.entropy
 
 
-#: name -> (factory, description): the metrics of issue 6
+#: name -> (factory, description): the suite's built-in metrics
 BUILTIN_METRICS: dict[str, tuple[type[Metric], str]] = {
     "sw2": (SlicedW2, "sliced Wasserstein-2 (exact W2 in 1-D)"),
     "mmd": (MMD, "unbiased squared MMD, Gaussian kernel with the target's median-distance bandwidth"),

@@ -58,8 +58,8 @@ def terminal_table(result: BenchResult) -> str:
                 o = order_of(result.orders, tname, pname, r["sampler"])
                 order = fmt(o["order"]) if o and o["order"] is not None and r["budget"] == max(
                     x["budget"] for x in rows if x["sampler"] == r["sampler"]) else ""
-                path = fmt(r["path_error"]) + ("s" if r["path_kind"] == "strong" else "") if r["path_error"] is not None \
-                    else "-"
+                path = "-" if r["path_error"] is None else \
+                    fmt(r["path_error"]) + ("s" if r["path_kind"] == "strong" else "")
                 body.append([r["sampler"], str(r["budget"]), fmt(r["nfe"]), fmt(r["seconds"]),
                              *[fmt(r[m], signed=(m == "logp_gap")) for m in ms], path,
                              order if r["status"] == "ok" else r["status"][:40]])
@@ -71,7 +71,8 @@ def terminal_table(result: BenchResult) -> str:
     if result.overhead:
         lines.append("== overhead against hand-written loops (median wall-time ratio of interleaved rounds)")
         for r in result.overhead:
-            lines.append(f"  {r['sampler']:<16} NFE {r['nfe']:>4}  sdeflow {r['median_s']:.3f} s  hand {r['hand_median_s']:.3f} s"
+            lines.append(f"  {r['sampler']:<16} NFE {r['nfe']:>4}  sdeflow {r['median_s']:.3f} s"
+                         f"  hand {r['hand_median_s']:.3f} s"
                          f"  ratio {r['ratio']:.2f}  paired {r['paired_ratio']:.2f}  cpu {r['cpu_ratio']:.2f}"
                          f"  rel diff {r['rel_diff']:.1e}")
         lines.append("")
@@ -131,10 +132,12 @@ def summary_markdown(result: BenchResult) -> str:
         info = result.targets[tname]
         lines += [f"## {tname}: {info['description']}", "",
                   f"d = {info['dim']}, entropy {info['entropy']:.4f} nats"
-                  + (f" (Monte Carlo, standard error {info['entropy_se']:.1e})" if info["entropy_se"] else " (closed form)")
+                  + (f" (Monte Carlo, standard error {info['entropy_se']:.1e})" if info["entropy_se"]
+                     else " (closed form)")
                   + ". Noise floors: " + ", ".join(f"{m} {fmt(v)}" for m, v in result.floors[tname].items())
                   + ". Reference error bounds: " + "; ".join(
-                      f"{p}: " + ", ".join(f"{k} {fmt(v)}" for k, v in result.path_floors.get(f"{tname}/{p}", {}).items())
+                      f"{p}: " + ", ".join(f"{k} {fmt(v)}"
+                                           for k, v in result.path_floors.get(f"{tname}/{p}", {}).items())
                       for p in result.spec.processes) + ".", ""]
         lines += [f"### {tname}: pathwise error (deterministic: vs the ODE reference; `sde`: strong error on a "
                   "shared Brownian path), RMS", ""]
@@ -170,8 +173,8 @@ def _clean(v: Any) -> Any:
 def to_json(result: BenchResult) -> dict[str, Any]:
     """The result as plain JSON data (non-finite numbers as the strings ``"inf"``/``"nan"``)."""
     return _clean(dict(spec=result.spec.to_dict(), rows=result.rows, floors=result.floors,
-                       path_floors=result.path_floors, limits=result.limits, targets=result.targets, orders=result.orders,
-                       overhead=result.overhead, notes=result.notes, meta=result.meta))
+                       path_floors=result.path_floors, limits=result.limits, targets=result.targets,
+                       orders=result.orders, overhead=result.overhead, notes=result.notes, meta=result.meta))
 
 
 def _restore(v: Any) -> Any:
@@ -190,8 +193,8 @@ def load_result(path: str | Path) -> BenchResult:
 
     data = _restore(json.loads(Path(path).read_text()))
     return BenchResult(spec=BenchSpec(**data["spec"]), rows=data["rows"], floors=data["floors"],
-                       path_floors=data["path_floors"], limits=data.get("limits", {}), targets=data["targets"], orders=data["orders"],
-                       overhead=data["overhead"], notes=data["notes"], meta=data["meta"])
+                       path_floors=data["path_floors"], limits=data.get("limits", {}), targets=data["targets"],
+                       orders=data["orders"], overhead=data["overhead"], notes=data["notes"], meta=data["meta"])
 
 
 def merge_results(results: list[BenchResult]) -> BenchResult:

@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..plugins.api import create_model, create_process, create_sampler
-from ..data.datasets import gaussian_1d
 from ..core.score_model import ScoreModel
+from ..data.datasets import gaussian_1d
+from ..plugins.api import create_model, create_process, create_sampler
 from .hand_loops import HAND_LOOPS
 
 Run = Callable[[torch.Generator], "tuple[torch.Tensor, int]"]
@@ -118,7 +118,7 @@ def score_only(sm: ScoreModel, shape: tuple[int, ...], calls: int, repeats: int)
     return statistics.median(out)
 
 
-# ---------------------------------------------------------------------------- problems (issue 2)
+# ---------------------------------------------------------------------------- problems
 @dataclass
 class Problem:
     """A score model, a sample shape and a description."""
@@ -137,7 +137,7 @@ class EchoNet(torch.nn.Module):
 
 
 def make_problems(batch_1d: int, batch_mlp: int) -> list[Problem]:
-    """Issue 2's problems: the 1-D exact score (``N(5, 2^2)`` under ``vp``), an untrained 3x128 MLP under
+    """The overhead benchmark's problems: the 1-D exact score (``N(5, 2^2)`` under ``vp``), an untrained 3x128 MLP under
     ``vp``, and the free network at the MLP's batch (``echo``)."""
     torch.manual_seed(0)
     exact = gaussian_1d().score_model(create_process("vp"))

@@ -47,9 +47,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import IncompatibleError, OptionError
 from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
+from ..errors import IncompatibleError, OptionError
 from ..utils.shapes import append_dims
 
 #: diffusers' training timesteps
@@ -117,7 +117,8 @@ def peer_times(process: ForwardProcess, n: int = NUM_TRAIN_TIMESTEPS) -> Tensor:
 
 
 def peer_betas(process: ForwardProcess, times: Tensor) -> np.ndarray:
-    """``trained_betas`` with ``prod_{j<=k} (1 - beta_j) = sigmoid(log_snr(t_k))``: ``beta_k = 1 - abar_k / abar_{k-1}``."""
+    """``trained_betas`` with ``prod_{j<=k} (1 - beta_j) = sigmoid(log_snr(t_k))``:
+    ``beta_k = 1 - abar_k / abar_{k-1}``."""
     if not getattr(process, "gaussian_marginals", False):
         raise IncompatibleError(f"diffusers' schedulers need a process with Gaussian marginals; "
                                 f"{type(process).__name__} has none")

@@ -38,7 +38,8 @@ def plot_result(result: BenchResult, out_dir: Path, metric: str = "sw2", dpi: in
                    "os^vD<>ph*"[i % 10]) for i, lab in enumerate(labels)}
     paths = []
     for tname in result.spec.targets:
-        procs = [p for p in result.spec.processes if any(r["target"] == tname and r["process"] == p for r in result.rows)]
+        procs = [p for p in result.spec.processes
+                 if any(r["target"] == tname and r["process"] == p for r in result.rows)]
         if not procs:
             continue
         fig, axes = plt.subplots(2, len(procs), figsize=(3.6 * len(procs) + 3.6, 6.4), squeeze=False)

@@ -10,8 +10,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..plugins.api import create_sampler
 from ..core.score_model import ScoreModel
+from ..plugins.api import create_sampler
 
 
 def fix_prior(score_model: ScoreModel, x_T: Tensor) -> ScoreModel:

@@ -25,16 +25,16 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..plugins.api import create_component, create_process, create_sampler, list_components
 from ..errors import OptionError, SdeflowError
+from ..plugins.api import create_component, create_process, create_sampler, list_components
 from ..plugins.manager import get_manager
 from ..training.distributed import DistributedContext, resolve_context
 from .configs import SamplerConfig, resolve_config
 from .metrics import metric_formula
 from .orders import fit_orders
-from .ranks import assign_blocks, block_weight, exchange
 from .overhead import machine, suite_overhead
 from .peers import PeerConfig, peer_config, peers_available, run_peer
+from .ranks import assign_blocks, block_weight, exchange
 from .reference import Reference, fix_prior, ode_reference, rms_path_error, strong_reference, strong_steps
 from .spec import BenchSpec
 from .targets import PreparedTarget, check_target, prepare_target
@@ -133,7 +133,7 @@ class _Process:
 
 
 def run_bench(spec: BenchSpec, progress: bool = True, echo: Echo | None = None,
-              checkpoint: Callable[[BenchResult], None] | None = None,
+              checkpoint: Callable[[BenchResult], object] | None = None,
               distributed: DistributedContext | bool | None = None) -> BenchResult:
     """Run every cell of ``spec`` and return the :class:`BenchResult` (nothing is written; see
     :func:`sdeflow.bench.outputs.write_outputs`).

@@ -88,7 +88,8 @@ class BenchSpec:
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError):
-            raise OptionError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {self.device!r}") from None
+            raise OptionError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', "
+                              f"got {self.device!r}") from None
         if not (self.reference_tol > 0 and math.isfinite(self.reference_tol)):
             raise OptionError(f"reference_tol must be positive, got {self.reference_tol!r}")
         peer_labels = {c.label for c in PEER_CONFIGS}
@@ -127,7 +128,7 @@ QUICK = BenchSpec(
 )
 
 #: one configuration of every sampler (three ODE methods for the orders, DPM-Solver++ 2M and 3M, DDIM
-#: with and without noise); the variants issue 5 studied (3M authors' rule, time-uniform 2M with and
+#: with and without noise); the variants compared in docs/solvers.md (3M authors' rule, time-uniform 2M with and
 #: without the lower-order final step, pc Euler-Maruyama = sde euler, sde heun) run with --samplers all
 FULL_SAMPLERS = ["ode euler", "ode heun2", "ode rk4", "dpm_solver 2M", "dpm_solver 3M", "unipc-2", "ddim", "ddim eta=1",
                  "heun", "sde euler", "pc rd+langevin", "ancestral", "langevin"]

@@ -24,16 +24,16 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..data.datasets import anisotropic_mixture, gaussian_1d, nine_gaussians
-from ..errors import OptionError
-from ..data.metrics import gaussian_entropy
 from ..data import GaussianMixture
+from ..data.datasets import anisotropic_mixture, gaussian_1d, nine_gaussians
+from ..data.metrics import gaussian_entropy
+from ..errors import OptionError
 
-#: name -> (factory, one-line description): the targets of issue 6
+#: name -> (factory, one-line description): the suite's built-in targets
 BUILTIN_TARGETS: dict[str, tuple[Callable[[], Any], str]] = {
-    "gauss1d": (lambda: gaussian_1d(dtype=torch.float64), "1-D N(5, 2^2) (reference texts 000/001)"),
+    "gauss1d": (lambda: gaussian_1d(dtype=torch.float64), "1-D N(5, 2^2)"),
     "nine_gaussians": (lambda: nine_gaussians(dtype=torch.float64),
-                       "2-D nine Gaussians: means {-2,0,2}^2, covariance I/16, seeded weights (reference text 004)"),
+                       "2-D nine Gaussians: means {-2,0,2}^2, covariance I/16, seeded weights"),
     "aniso16": (lambda: anisotropic_mixture(16, dtype=torch.float64),
                 "16-D mixture of 4 rotated anisotropic Gaussians, eigenvalues 0.05..1"),
     "aniso64": (lambda: anisotropic_mixture(64, dtype=torch.float64),

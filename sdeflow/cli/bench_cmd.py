@@ -48,10 +48,10 @@ def bench_command(preset_name: str, targets: str | None, processes: str | None, 
     """Benchmark every sampler (and diffusers' schedulers) on targets with known density: NFE, time,
     sliced W2, MMD, mean/covariance error, log-density gap with noise floors, pathwise/strong error
     and empirical orders; writes a table, CSV, JSON and error-vs-NFE plots."""
-    from ..errors import SdeflowError
     from ..bench import outputs
     from ..bench.runner import run_bench
     from ..bench.spec import ALL_PEERS, ALL_SAMPLERS, preset
+    from ..errors import SdeflowError
     from ..training.distributed import distributed_session
 
     try:

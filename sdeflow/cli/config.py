@@ -45,8 +45,8 @@ from typing import Any
 
 import click
 
-from ..errors import OptionError
 from ..core.parametrization import PARAMETRIZATIONS
+from ..errors import OptionError
 from ..training.trainer import TrainConfig
 from .options import DTYPE_CHOICES
 
@@ -60,7 +60,8 @@ TRAIN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig) if f.n
 _OPTIONAL_FLOATS = ("grad_clip", "ema_decay")
 _INTS = ("steps", "batch_size", "warmup_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints")
 _FLOATS = ("lr", "weight_decay", "momentum", "min_lr_ratio")
-_SECTIONS: dict[str, tuple[str, ...]] = {"process": ("name", "options"), "model": ("name", "parametrization", "options"),
+_SECTIONS: dict[str, tuple[str, ...]] = {"process": ("name", "options"),
+                                         "model": ("name", "parametrization", "options"),
                                          "data": ("name", "options"), "training": TRAIN_FIELDS}
 _TOP = ("out", "seed", "device", "dtype")
 

@@ -24,10 +24,10 @@ import click
 import torch
 from torch import Tensor
 
-from ..data import datasets as toys
-from ..errors import SdeflowError
-from ..data.images import DequantizedImages
 from ..data import GaussianMixture
+from ..data import datasets as toys
+from ..data.images import DequantizedImages
+from ..errors import SdeflowError
 
 FILE_SUFFIXES = (".pt", ".pth", ".npz", ".npy")
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -92,7 +92,8 @@ def _fixed_or_stream(dist: Any, n: int | None, sample_seed: int) -> Any:
     if n is None:
         return dist
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise click.BadParameter(f"n must be a positive integer (rows of a fixed set), got {n!r}", param_hint="--data-opt")
+        raise click.BadParameter(f"n must be a positive integer (rows of a fixed set), got {n!r}",
+                                 param_hint="--data-opt")
     return dist.sample(n, torch.Generator().manual_seed(int(sample_seed)))
 
 
@@ -141,7 +142,8 @@ def _digits(default_size: int) -> Callable[..., Any]:
 _DIGITS = ("scikit-learn's 8x8 handwritten digits, 17 gray levels{}; split train (1,438 images, the image demo's) / "
            "test (359) / all; dequantized for continuous processes, on the level grid for vdm")
 register_dataset("digits", _digits(8), _DIGITS.format(""), {"size": 8, "split": "train", "n": None})
-register_dataset("digits16", _digits(16), _DIGITS.format(", padded to 16x16"), {"size": 16, "split": "train", "n": None})
+register_dataset("digits16", _digits(16), _DIGITS.format(", padded to 16x16"),
+                 {"size": 16, "split": "train", "n": None})
 
 
 # --------------------------------------------------------------------------- resolution
@@ -171,18 +173,17 @@ class ResolvedData:
 
         Quantised images (:class:`sdeflow.data.images.DequantizedImages`, e.g. ``digits``) stay uniformly
         dequantized for a process of continuous data, so that its density bounds the discrete
-        likelihood (Theis et al. 2016); a process of discrete data (an integer ``bins`` attribute,
-        e.g. ``vdm``, whose decoder scores the levels themselves, Kingma et al. 2021) gets their
+        likelihood (Theis et al. 2016); a process of discrete data (:attr:`~sdeflow.ForwardProcess.data_levels`,
+        e.g. ``vdm``'s ``bins``, whose decoder scores the levels themselves, Kingma et al. 2021) gets their
         level values ``lo + k (hi - lo) / (bins - 1)`` instead, as a fixed set. Other data are
         returned unchanged.
 
         Raises:
             click.BadParameter: the process models another number of levels than the data have.
         """
-        from .image_demo import discrete_bins
         from ..data.images import levels_to_signed
 
-        want = discrete_bins(process)
+        want = process.data_levels
         if want is None or not isinstance(self.data, DequantizedImages):
             return self
         have = self.data.bins
@@ -303,7 +304,8 @@ def as_images(x: Tensor, path: Path, options: dict[str, Any], dtype: torch.dtype
         if x.dtype == torch.uint8 or value_range is not None:
             return images_from_array(x, str(path), value_range, layout, dtype)
         if not x.is_floating_point():
-            raise click.BadParameter(f"data file {path}: image arrays must be uint8 (0..255) or floating, got {x.dtype}; "
+            raise click.BadParameter(f"data file {path}: image arrays must be uint8 (0..255) or floating, "
+                                     f"got {x.dtype}; "
                                      "convert integer images to uint8", param_hint=flag)
         return to_nchw(x, layout, str(path)).to(dtype).contiguous()
     except SdeflowError as exc:
@@ -371,7 +373,8 @@ def load_array_file(path: Path, key: str | None = None, flag: str = "--data") ->
     try:
         t = torch.as_tensor(x)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise click.BadParameter(f"data file {path}: {key or 'the array'} is not numeric ({exc})", param_hint=flag) from exc
+        raise click.BadParameter(f"data file {path}: {key or 'the array'} is not numeric ({exc})",
+                                 param_hint=flag) from exc
     if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
         raise click.BadParameter(f"data file {path}: dtype {t.dtype} is not numeric", param_hint=flag)
     if t.ndim == 1:
@@ -442,6 +445,6 @@ def infer_model_options(model: str, sample_shape: tuple[int, ...], options: dict
     return out
 
 
-__all__ = ["DatasetEntry", "ResolvedData", "SampledSet", "as_images", "dataset_entries", "dataset_names", "dataset_help",
-           "infer_model_options", "infer_process_options", "load_array_file", "load_png_folder", "register_dataset",
-           "resolve_data"]
+__all__ = ["DatasetEntry", "ResolvedData", "SampledSet", "as_images", "dataset_entries", "dataset_names",
+           "dataset_help", "infer_model_options", "infer_process_options", "load_array_file", "load_png_folder",
+           "register_dataset", "resolve_data"]

@@ -25,10 +25,10 @@ from typing import Any, Callable
 
 import torch
 
-from ..plugins.api import create_model, create_process, create_sampler
+from ..core.score_model import ScoreModel
 from ..data.datasets import nine_gaussians
 from ..data.metrics import log_density_gap, log_density_gap_stderr, mode_coverage, sliced_wasserstein
-from ..core.score_model import ScoreModel
+from ..plugins.api import create_model, create_process, create_sampler
 
 #: (label, sampler name, options)
 FULL_CONFIGS: list[tuple[str, str, dict]] = [
@@ -140,7 +140,8 @@ def run_demo(out_dir: str | Path = "demo_out", n: int = 4000, seed: int = 0, qui
     t0 = time.perf_counter()
     trained, losses = train_demo_model(out / "model", settings, seed=seed, device=device, dtype=dtype,
                                        progress=progress)
-    echo(f"  trained in {time.perf_counter() - t0:.1f} s, final loss {losses[-1][1]:.4f}; checkpoint in {out / 'model'}")
+    echo(f"  trained in {time.perf_counter() - t0:.1f} s, final loss {losses[-1][1]:.4f}; "
+         f"checkpoint in {out / 'model'}")
     write_losses(out, losses, f"demo: {settings.process} + mlp on nine Gaussians")
     exact = nine_gaussians(dtype=dtype).score_model(create_process(settings.process, **settings.process_options))
     exact = exact.to(device=device)

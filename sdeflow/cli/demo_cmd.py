@@ -9,10 +9,18 @@ import click
 from click.core import ParameterSource
 
 from .main import main
-from .options import (cli_errors, common_options, component_option, parse_assignments, progress_option, resolve_device,
-                      resolve_dtype, resolve_seed)
+from .options import (
+    cli_errors,
+    common_options,
+    component_option,
+    parse_assignments,
+    progress_option,
+    resolve_device,
+    resolve_dtype,
+    resolve_seed,
+)
 
-#: processes the image demo trains when no --process is given (issue 4: VDM, and VP for comparison)
+#: processes the image demo trains when no --process is given (VDM, a process of discrete data, and VP for comparison)
 IMAGE_DEMO_PROCESSES = ("vp", "vdm")
 
 
@@ -48,10 +56,11 @@ def demo_command(ctx: click.Context, out_dir: str, n: int, steps: int | None, qu
                                    f"`sdeflow demo {ctx.invoked_subcommand}` after the subcommand")
         return
     if images:
-        given = {name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None) for name in ("out_dir", "n")}
-        ctx.invoke(image_demo_command, out_dir=out_dir if given["out_dir"] else "image_demo_out",
-                   n_samples=n if given["n"] else None, steps=steps, quick=quick, progress=progress, device=device,
-                   seed=seed, dtype=dtype)
+        set_by_user = {name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+                       for name in ("out_dir", "n")}
+        ctx.invoke(image_demo_command, out_dir=out_dir if set_by_user["out_dir"] else "image_demo_out",
+                   n_samples=n if set_by_user["n"] else None, steps=steps, quick=quick, progress=progress,
+                   device=device, seed=seed, dtype=dtype)
         return
     from .demo import run_demo
 
@@ -113,7 +122,8 @@ def image_demo_command(out_dir: str, processes: tuple[str, ...], minutes: float,
         from .options import build_component
 
         build_component("sampler", sampler, sampler_options)  # bad names and options: a usage error now
-    kwargs: dict[str, Any] = {"n_samples": n_samples or (16 if quick else 64), "n_eval": n_eval or (16 if quick else 128)}
+    kwargs: dict[str, Any] = {"n_samples": n_samples or (16 if quick else 64),
+                              "n_eval": n_eval or (16 if quick else 128)}
     if quick:
         model_options.setdefault("base_channels", 8)
         steps = steps or 100

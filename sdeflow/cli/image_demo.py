@@ -38,13 +38,20 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..plugins.api import component_options, create_model, create_process, create_sampler
-from ..errors import OptionError
-from ..data.images import (DIGITS_LEVELS, DIGITS_SIZE, DequantizedImages, levels_to_signed, load_digits_split,
-                     save_image_grid, signed_to_levels)
 from ..core.likelihood import bits_per_dim, dequantize, log_likelihood
 from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
+from ..data.images import (
+    DIGITS_LEVELS,
+    DIGITS_SIZE,
+    DequantizedImages,
+    levels_to_signed,
+    load_digits_split,
+    save_image_grid,
+    signed_to_levels,
+)
+from ..errors import OptionError
+from ..plugins.api import component_options, create_model, create_process, create_sampler
 from ..training import Trainer, list_checkpoints
 
 #: how a process of discrete data's samples z_0 become images (:meth:`ForwardProcess.decode`)
@@ -92,13 +99,6 @@ def condition_range(process: ForwardProcess, points: int = 257) -> tuple[float, 
         c = process.network_condition(t.to(torch.get_default_dtype())).to(torch.float64)
     lo, hi = float(c.min()), float(c.max())
     return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
-
-
-def discrete_bins(process: ForwardProcess) -> int | None:
-    """The number of levels a process models discrete data on (its integer ``bins`` attribute, e.g.
-    ``vdm``'s), or ``None`` for a process of continuous data."""
-    bins = getattr(process, "bins", None)
-    return int(bins) if isinstance(bins, int) and not isinstance(bins, bool) else None
 
 
 def process_bound_bits_per_dim(score_model: ScoreModel, levels: torch.Tensor, draws: int = 4,
@@ -165,9 +165,9 @@ def default_sampler(process: ForwardProcess) -> tuple[str, dict[str, Any]]:
     """The demo's sampler for ``process``: DPM-Solver++ (20 steps, Lu et al. 2022b) for processes of
     continuous data; for a process of discrete data (``vdm``) its own ancestral chain
     ``p(z_s | z_t)`` with 1000 steps and ``x_0``-clipping to ``[-1, 1]`` (Kingma et al. 2021, Eqs.
-    26-27; reference text 003's sampler), ending at ``z_0`` (no extra denoising: the decoder
+    26-27), ending at ``z_0`` (no extra denoising: the decoder
     ``p(x | z_0)`` maps ``z_0`` onto the levels, :meth:`ForwardProcess.decode`)."""
-    if discrete_bins(process) is not None:
+    if process.data_levels is not None:
         return "ancestral", {"steps": 1000, "clip_x0": 1.0, "denoise": False}
     return "dpm_solver", {"steps": 20}
 
@@ -268,7 +268,7 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
     if "bins" in component_options("process", process):
         popts.setdefault("bins", DIGITS_LEVELS)  # a discrete-data process: the digits' 17 levels
     proc = create_process(process, **popts)
-    bins = discrete_bins(proc)
+    bins = proc.data_levels
     if bins is not None and bins != DIGITS_LEVELS:
         raise OptionError(f"process {process!r} models discrete data on {bins} levels; the digits have "
                           f"{DIGITS_LEVELS} (pass process_options={{'bins': {DIGITS_LEVELS}}})")

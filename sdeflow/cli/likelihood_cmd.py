@@ -80,7 +80,6 @@ def _likelihood(run: Any, data: str | None, data_opt: tuple[str, ...], n: int | 
                 seed: int | None) -> None:
     import torch
 
-    from .image_demo import discrete_bins
     from ..core.likelihood import bits_per_dim, log_likelihood
     from .data import resolve_data
 
@@ -95,7 +94,7 @@ def _likelihood(run: Any, data: str | None, data_opt: tuple[str, ...], n: int | 
     else:
         options = parse_assignments(data_opt, "--data-opt")
     resolved = resolve_data(data, options, torch.float64)
-    if bins is None and resolved.bins is not None and discrete_bins(run.model.process) is None:
+    if bins is None and resolved.bins is not None and run.model.process.data_levels is None:
         bins = resolved.bins  # dequantized images (digits): report the discrete bound too
     resolved = resolved.for_process(run.model.process)
     if tuple(resolved.sample_shape) != tuple(run.spec.sample_shape):
@@ -150,7 +149,8 @@ def _likelihood(run: Any, data: str | None, data_opt: tuple[str, ...], n: int | 
     if bins is not None:
         bpd = float(bits_per_dim(lp, dims, bins=bins, data_range=data_range).mean())
         summary["discrete_bits_per_dim"] = bpd
-        lines.append(f"  discrete ({bins} levels in {list(data_range)}, uniform dequantization bound): {bpd:.4f} bits/dim")
+        lines.append(f"  discrete ({bins} levels in {list(data_range)}, uniform dequantization bound): "
+                     f"{bpd:.4f} bits/dim")
     if resolved.target is not None:
         true = float(resolved.target.log_prob(x_all.to(resolved.target.dtype)).mean())
         summary["true_log_prob_mean"] = true

@@ -13,5 +13,11 @@ def main() -> None:
     """sdeflow: score-based diffusion models from one forward SDE."""
 
 
-from . import demo_cmd, likelihood_cmd, plugins_cmd, sample_cmd, train_cmd  # noqa: E402,F401  (registers commands)
-from . import bench_cmd  # noqa: E402,F401  (registers `sdeflow bench`)
+from . import (  # noqa: E402,F401  (importing them registers the commands)
+    bench_cmd,
+    demo_cmd,
+    likelihood_cmd,
+    plugins_cmd,
+    sample_cmd,
+    train_cmd,
+)

@@ -133,7 +133,8 @@ def progress_option(f: F) -> F:
 
 
 # --------------------------------------------------------------------------- components
-def component_option(kind: str, flag: str | None = None, default: str | None = None, help: str = "") -> Callable[[F], F]:
+def component_option(kind: str, flag: str | None = None, default: str | None = None,
+                     help: str = "") -> Callable[[F], F]:
     """Add ``--<kind> NAME`` and ``--<kind>-opt KEY=VALUE`` (repeatable) to a command.
 
     The parameters are ``<kind>`` (``str | None``) and ``<kind>_opt`` (a tuple of strings; parse

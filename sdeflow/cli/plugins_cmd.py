@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from typing import Any
 
 import click
 
@@ -27,7 +28,7 @@ def plugins_command(as_json: bool, check: bool) -> None:
             click.echo(f"error: {exc}", err=True)
             click.echo(f"(unset {STRICT_ENV} to list the plugins that do load)", err=True)
             sys.exit(1)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for info in sorted(mgr.plugins.values(), key=lambda i: i.name):
         rows.append({
             "name": info.name, "target": info.target, "distribution": info.distribution,

@@ -10,9 +10,16 @@ from typing import Any
 import click
 
 from .main import main
-from .options import (build_component, cli_errors, common_options, component_option, parse_assignments,
-                      progress_option, resolve_device, resolve_seed)
-
+from .options import (
+    build_component,
+    cli_errors,
+    common_options,
+    component_option,
+    parse_assignments,
+    progress_option,
+    resolve_device,
+    resolve_seed,
+)
 
 #: what ``--decode`` does with the final state of a process of discrete data
 DECODE_CHOICES = ("mode", "sample", "none")
@@ -128,7 +135,8 @@ def _sample(run: Any, sampler: str, options: dict[str, Any], n: int, out_path: P
     if target is not None and gathered.ndim == 2 and gathered.shape[1] == target.dim and not bad:
         click.echo(_quality_line(target, gathered, seed_v))
     if png is not None:
-        reference = target.sample(min(n, 5000), torch.Generator().manual_seed(seed_v + 1)) if target is not None else None
+        reference = (target.sample(min(n, 5000), torch.Generator().manual_seed(seed_v + 1))
+                     if target is not None else None)
         with cli_errors():
             kind = plot_samples(png, gathered, f"{sampler} {json.dumps(_jsonable(options))} (nfe {nfe})", reference)
         click.echo(f"{kind} -> {png}")

@@ -12,8 +12,16 @@ from ..core.parametrization import PARAMETRIZATIONS
 from .config import RunConfig, apply_overrides, coerce_training_value, load_config
 from .data import dataset_help, infer_model_options, infer_process_options, resolve_data
 from .main import main
-from .options import (build_component, cli_errors, common_options, component_option, parse_assignments,
-                      progress_option, resolve_device, resolve_dtype)
+from .options import (
+    build_component,
+    cli_errors,
+    common_options,
+    component_option,
+    parse_assignments,
+    progress_option,
+    resolve_device,
+    resolve_dtype,
+)
 
 
 @main.command("train")
@@ -27,7 +35,8 @@ from .options import (build_component, cli_errors, common_options, component_opt
               help="Data set name, a .pt/.pth/.npz/.npy file (N, *dims) (4-D: images) or a folder of PNG images "
               "[default: nine_gaussians]. Names: " + dataset_help())
 @click.option("--data-opt", multiple=True, metavar="KEY=VALUE",
-              help="Data-set option (repeatable), e.g. n=20000 for a fixed set, noise=0.05, size=16 (digits); key=NAME, "
+              help="Data-set option (repeatable), e.g. n=20000 for a fixed set, noise=0.05, size=16 (digits); "
+                   "key=NAME, "
                    "value_range=[0,1], layout=nhwc for files; channels=1, size=32 for PNG folders.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimiser steps in total [default: 1000].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -144,7 +153,8 @@ def _train(cfg: RunConfig, ctx: Any, dev: Any, progress: bool, resume: bool, ech
         say(f"step {result.step}: loss {last:.4g} ({result.seconds:.1f} s); checkpoint {trainer.last_checkpoint}; "
             f"{files[0].name}, {files[1].name} and config.toml in {out}")
         if len(data.sample_shape) == 3:
-            say(f"sample it: sdeflow sample {out} --sampler ancestral --n 64 --out samples.npz   (+ samples.png, a grid)")
+            say(f"sample it: sdeflow sample {out} --sampler ancestral --n 64 --out samples.npz"
+                "   (+ samples.png, a grid)")
         else:
             say(f"sample it: sdeflow sample {out} --sampler ode --n 2000 --out samples.npz")
     if ctx is not None:

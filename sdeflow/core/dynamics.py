@@ -6,12 +6,14 @@ Both are plain, solver-agnostic objects in the forward time ``t``; the adapters 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from torch import Tensor
 
-from .process import ForwardProcess
 from ..utils.shapes import append_dims
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .process import ForwardProcess
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -27,7 +29,7 @@ class _ScoreDynamics:
         score_fn: ``score_fn(x, t) -> grad_x log p_t(x)`` with ``t`` of shape ``(batch,)``.
     """
 
-    def __init__(self, process: ForwardProcess, score_fn: ScoreFn) -> None:
+    def __init__(self, process: "ForwardProcess", score_fn: ScoreFn) -> None:
         self.process = process
         self.score_fn = score_fn
 

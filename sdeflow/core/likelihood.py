@@ -34,11 +34,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import NonFiniteError, OptionError, ShapeError, TimeRangeError
-from ..solvers.common import check_positive_int
-from ..solvers.evaluator import ScoreEvaluator
-from ..solvers.ode import ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, FlowField, integrate_ode, ode_failures
-from .score_model import ScoreModel
 from ..utils.shapes import rand, randn
+from ..utils.validation import check_positive_int
+from .evaluator import Evaluator
+from .ode import FlowField, check_ode_options, integrate_ode, ode_failures
+from .score_model import ScoreModel
 
 #: divergence estimators
 ESTIMATORS: tuple[str, ...] = ("auto", "exact", "hutchinson")
@@ -46,8 +46,6 @@ ESTIMATORS: tuple[str, ...] = ("auto", "exact", "hutchinson")
 PROBES: tuple[str, ...] = ("rademacher", "gaussian")
 #: with ``estimator="auto"``, data of at most this many dimensions get the exact divergence
 AUTO_EXACT_MAX_DIM = 64
-DEFAULT_TOL = 1e-5
-DEFAULT_FIXED_STEPS = 100
 
 
 @dataclass
@@ -102,24 +100,11 @@ def bits_per_dim(log_prob: Tensor, n_dims: int, bins: int = 256,
                  data_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
     """Upper bound on the bits per dimension of discrete data from a continuous log-density.
 
-    Convention (the one :func:`dequantize` produces): integer data ``k in {0, ..., bins-1}^D``
-    are dequantized uniformly and mapped affinely onto ``data_range = (lo, hi)``:
-    ``z = lo + (hi - lo) (k + u) / bins`` with ``u ~ U[0, 1)^D``. Each bin of ``k`` then is a cube
-    of side ``Delta = (hi - lo) / bins`` in ``z``-space, and the discrete model
-    ``P(k) = int_cube p(z) dz`` satisfies, by Jensen's inequality (Theis et al. 2016, Eq. 11),
-
-        log P(k) >= E_u[log p(z)] + D log Delta.
-
-    So, in bits per dimension (``-log_2 P(k) / D``),
-
-        bpd = -(log p(z) + D log((hi - lo) / bins)) / (D ln 2)
-            = -log p(z) / (D ln 2) + log_2(bins / (hi - lo)),
-
-    evaluated per dequantized sample (average over samples and dequantization noise for the
-    data-set bound). For 8-bit data in ``[-1, 1]`` the offset is ``log_2(256 / 2) = 7`` bits; in
-    ``[0, 1]`` it is 8 (as in Song et al. 2021's code: ``7 - inverse_scaler(-1)``). Data scaled as
-    ``k / (bins - 1)`` (bin width ``(hi - lo)/(bins - 1)``) follow a different convention: pass
-    ``bins - 1`` as ``bins`` only if the dequantization noise was scaled the same way.
+    For integer data dequantized uniformly onto ``data_range`` (:func:`dequantize`), Jensen's
+    inequality gives ``log P(k) >= E_u[log p(z)] + D log Delta`` with ``Delta = (hi - lo) / bins``
+    (Theis et al. 2016, Eq. 11), so ``bpd = -log p(z) / (D ln 2) + log_2(bins / (hi - lo))``: 7 bits
+    of offset for 8-bit data in ``[-1, 1]``, as in Song et al. 2021's code (derivation:
+    ``docs/likelihood.md``).
 
     Args:
         log_prob: ``log p(z)`` in nats, shape ``(n,)``.
@@ -164,21 +149,6 @@ def dequantize(k: Tensor, bins: int = 256, data_range: tuple[float, float] = (-1
         raise OptionError(f"k must hold integer levels in [0, {bins - 1}]")
     u = rand(tuple(k.shape), generator, k.device, dtype)
     return lo + (hi - lo) * (kf + u) / int(bins)
-
-
-class _CountingScore:
-    """``score_fn(x, t)`` counting evaluations on a :class:`ScoreEvaluator` and watching its
-    outputs (detached, so no autograd graph is kept alive by the watch)."""
-
-    def __init__(self, score_model: ScoreModel, evaluator: ScoreEvaluator) -> None:
-        self.score_model, self.evaluator = score_model, evaluator
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        self.evaluator.nfe += 1
-        out = self.score_model.score(x, t, check=False)
-        if self.evaluator.check_finite:
-            self.evaluator.watch(out.detach(), t)
-        return out
 
 
 class _AugmentedField(nn.Module):
@@ -317,18 +287,7 @@ def log_likelihood(
         raise OptionError(f"unknown probe {probe!r}; valid: {', '.join(PROBES)}")
     if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
         raise OptionError(f"n_probes must be an integer >= 1, got {n_probes!r}")
-    if method not in ODE_METHODS:
-        raise OptionError(f"unknown ode method {method!r}; valid: {', '.join(ODE_METHODS)}")
-    check_positive_int("steps", steps)
-    if method in ADAPTIVE_METHODS and steps is not None:
-        raise OptionError(f"steps={steps} was given to the adaptive method {method!r}, which chooses its own "
-                          f"steps from rtol/atol; use a fixed-grid method ({', '.join(FIXED_GRID_METHODS)})")
-    if method in FIXED_GRID_METHODS and (rtol is not None or atol is not None):
-        raise OptionError(f"rtol/atol were given to the fixed-grid method {method!r}, which ignores them; "
-                          f"use steps=..., or an adaptive method ({', '.join(ADAPTIVE_METHODS)})")
-    for name, val in (("rtol", rtol), ("atol", atol)):
-        if val is not None and not float(val) > 0:
-            raise OptionError(f"{name} must be positive, got {val!r}")
+    n_steps, rtol_v, atol_v = check_ode_options(method, steps, rtol, atol)
     if not isinstance(score_model, ScoreModel):
         raise TypeError(f"score_model must be a sdeflow.ScoreModel, got {type(score_model).__name__}")
     if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] < 1 or x[0].numel() < 1:
@@ -345,15 +304,15 @@ def log_likelihood(
     if t0 < floor:
         raise TimeRangeError(
             f"t_start={t0:g} lies below score_t_min={floor:.6g}: {type(process).__name__} has no noise at "
-            f"t_min={t_min:g}, where the score of a network predicting {score_model.parametrization!r} is infinite, so the "
+            f"t_min={t_min:g}, where the score of a network predicting {score_model.parametrization!r} is infinite, "
+            "so the "
             f"integration starts no earlier than where sigma/alpha reaches the model's noise floor; valid t_start: "
             f"[{floor:.6g}, {t_max:g}) (leave t_start out for {floor:.6g})")
     shape = tuple(int(s) for s in x.shape)
     n, d = shape[0], int(math.prod(shape[1:]))
     kind = estimator if estimator != "auto" else ("exact" if d <= AUTO_EXACT_MAX_DIM else "hutchinson")
     exact = kind == "exact"
-    fixed = method in FIXED_GRID_METHODS
-    n_steps = (steps or DEFAULT_FIXED_STEPS) if fixed else None
+    fixed = n_steps is not None
     where = f"log_likelihood (method={method!r}, estimator={kind!r})"
 
     with torch.inference_mode(False), torch.enable_grad():
@@ -368,9 +327,8 @@ def log_likelihood(
             probes = _draw_probes(probe, n_probes, shape, generator, device, dtype)
         k_channels = 1 if exact else n_probes
 
-        evaluator = ScoreEvaluator(score_model, check_finite)
-        flow = FlowField(process.probability_flow(_CountingScore(score_model, evaluator)), process, n,
-                         t_floor=floor)
+        evaluator = Evaluator(score_model, check_finite)
+        flow = FlowField(process.probability_flow(evaluator), process, n, t_floor=floor)
         field = _AugmentedField(flow, shape, probes, exact, bool(vectorize))
         opts = dict(options or {})
         if not fixed:
@@ -382,9 +340,7 @@ def log_likelihood(
             count[0] += 1
 
         with ode_failures(evaluator, where):
-            y1 = integrate_ode(field, y0, t0, t_max, method, n_steps,
-                               DEFAULT_TOL if rtol is None else float(rtol),
-                               DEFAULT_TOL if atol is None else float(atol), opts, on_step)
+            y1 = integrate_ode(field, y0, t0, t_max, method, n_steps, rtol_v, atol_v, opts, on_step)
         evaluator.raise_if_nonfinite(where, samples=y1)
         latent = y1[:, :d].reshape(shape)
         delta = y1[:, d:]  # (n, K)
@@ -401,7 +357,7 @@ def log_likelihood(
             log_prob=log_prob.detach(), nfe=evaluator.nfe, prior_log_prob=prior, delta_logp=delta.mean(1).detach(),
             latent=latent.detach(), stderr=None if stderr is None else stderr.detach(),
             per_probe=None if exact else per_probe.detach(), estimator=kind, n_probes=0 if exact else n_probes,
-            n_dims=d, t_start=t0, t_end=t_max, steps=n_steps if fixed else count[0])
+            n_dims=d, t_start=t0, t_end=t_max, steps=n_steps if n_steps is not None else count[0])
 
 
 __all__ = ["LikelihoodResult", "bits_per_dim", "dequantize", "log_likelihood"]

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from . import parametrization as P
 from ..errors import OptionError
 from ..utils.shapes import append_dims, rand, randn
+from . import parametrization as P
 
 if TYPE_CHECKING:  # pragma: no cover
     from .process import ForwardProcess

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .process import ForwardProcess
 from ..utils.shapes import append_dims
+from .process import ForwardProcess
 
 
 class MarginalDefinedProcess(ForwardProcess):
@@ -31,7 +31,7 @@ class MarginalDefinedProcess(ForwardProcess):
     def marginal_and_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(alpha_t, sigma_t, d alpha_t/dt, d sigma_t/dt)``, by forward-mode autodiff of :meth:`marginal`."""
         with torch.enable_grad():
-            (a, s), (da, ds) = torch.func.jvp(self.marginal, (t,), (torch.ones_like(t),))
+            (a, s), (da, ds) = torch.func.jvp(self.marginal, (t,), (torch.ones_like(t),))  # type: ignore[misc]
         return a, s, da, ds
 
     def drift_coefficient(self, t: Tensor) -> Tensor:

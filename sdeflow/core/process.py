@@ -22,10 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ShapeError, TimeRangeError
-from ..utils.shapes import append_dims, randn
+from ..utils.shapes import append_dims, rand, randn
+from .dynamics import ProbabilityFlowODE, ReverseSDE
+from .losses import denoising_score_matching
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .dynamics import ProbabilityFlowODE, ReverseSDE
     from .score_model import ScoreModel
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -39,6 +40,8 @@ class ForwardProcess(nn.Module):
     * ``gaussian_marginals``: ``marginal(t)`` is exact, so ``q(x_t | x_0)`` is Gaussian.
     * ``t_min``/``t_max``: the time interval; ``t_min`` is where sampling ends and training
       time draws start (instances may override it).
+    * ``data_levels``: the number of discrete data levels of a process of discrete data (``None``:
+      continuous data).
     """
 
     gaussian_marginals: ClassVar[bool] = True
@@ -46,6 +49,9 @@ class ForwardProcess(nn.Module):
     t_max: float = 1.0
     #: relative slack when checking that a time lies in ``[t_min, t_max]``
     time_tolerance: ClassVar[float] = 1e-6
+    #: the number of discrete levels the data are modelled on (``vdm``'s ``bins``: 256 for 8-bit
+    #: images, Kingma et al. 2021), ``None`` for continuous data; :meth:`decode` maps states onto them
+    data_levels: int | None = None
 
     # ------------------------------------------------------------------ the SDE
     def drift(self, x: Tensor, t: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -218,8 +224,6 @@ class ForwardProcess(nn.Module):
 
         Discrete-time methods override this (DDPM draws ``t = i/N``, NCSN one of its levels).
         """
-        from ..utils.shapes import rand
-
         t0, t1 = float(self.t_min), float(self.t_max)
         return t0 + (t1 - t0) * rand((n,), generator, device, dtype)
 
@@ -239,19 +243,15 @@ class ForwardProcess(nn.Module):
         return t
 
     def default_loss(self, score_model: "ScoreModel", x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The method's default training objective; denoising score matching (see :mod:`sdeflow.core.losses`)."""
-        from .losses import denoising_score_matching
-
+        """The method's default training objective: :func:`sdeflow.denoising_score_matching`."""
         return denoising_score_matching(score_model, x0, generator=generator)
 
     def decode(self, x: Tensor, generator: torch.Generator | None = None, sample: bool = False) -> Tensor:
         """The data a sampler's final state stands for: ``x`` itself here (continuous data).
 
-        A process of discrete data overrides it with its decoder: VDM's generative model ends with
-        ``x ~ p(x | z_0)`` after the chain has produced ``z_0`` (Kingma et al. 2021, the generative model), so
-        its ``decode`` maps ``z_0`` onto the data levels. The command line's ``sample`` and the
-        image demo call it on the samples; the samplers themselves never do (their output stays
-        the state of the SDE/ODE at ``t_end``).
+        A process of discrete data (:attr:`data_levels`) overrides it with its decoder (VDM's
+        ``p(x | z_0)``, Kingma et al. 2021). The command line's ``sample`` and the image demo call it;
+        the samplers never do (their output stays the state of the SDE/ODE at ``t_end``).
 
         Args:
             x: final sampler states, shape ``(batch, *dims)``.
@@ -264,16 +264,12 @@ class ForwardProcess(nn.Module):
         return x
 
     # ------------------------------------------------------------------ derived dynamics
-    def reverse_sde(self, score_fn: ScoreFn) -> "ReverseSDE":
+    def reverse_sde(self, score_fn: ScoreFn) -> ReverseSDE:
         """The reverse-time SDE of this process for the score ``score_fn(x, t)`` (Song et al. 2021, Eq. 6)."""
-        from .dynamics import ReverseSDE
-
         return ReverseSDE(self, score_fn)
 
-    def probability_flow(self, score_fn: ScoreFn) -> "ProbabilityFlowODE":
+    def probability_flow(self, score_fn: ScoreFn) -> ProbabilityFlowODE:
         """The probability-flow ODE of this process for the score ``score_fn(x, t)`` (Song et al. 2021, Eq. 13)."""
-        from .dynamics import ProbabilityFlowODE
-
         return ProbabilityFlowODE(self, score_fn)
 
     def extra_repr(self) -> str:

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 from ..errors import IncompatibleError
-from .score_model import ScoreModel
+from ..utils.options import constructor_options
 from ..utils.shapes import check_shape
+from .score_model import ScoreModel
 
 #: per-step callback ``callback(step, t, x)``: step index (0-based), time reached, current state
 StepCallback = Callable[[int, Tensor, Tensor], None]
@@ -52,6 +53,11 @@ class Sampler:
     stochastic for ``eta > 0``, ``pc`` on its components) overrides them with properties;
     :meth:`capabilities` reports an instance's. :meth:`options` lists the constructor options
     and their defaults; the attribute names ``options`` and ``capabilities`` are reserved.
+
+    Writing one: a sampler on a time grid subclasses :class:`sdeflow.solvers.GridSampler` and
+    implements ``plan(run, t_start, t_end)`` and ``step(run, k, state)``; any other implements
+    ``_sample(score_model, shape, generator, callback, progress, return_trajectory) -> SampleResult``
+    inside a :class:`sdeflow.solvers.SamplingRun` (``docs/writing-a-plugin.md``).
     """
 
     name: ClassVar[str] = ""
@@ -123,9 +129,7 @@ class Sampler:
         Works on the class and on instances: ``create_sampler("ode").options()`` and
         ``type(sampler).options()`` agree.
         """
-        sig = inspect.signature(cls.__init__)
-        return {p.name: p.default for p in sig.parameters.values()
-                if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        return constructor_options(cls)
 
     def capabilities(self) -> dict[str, Any]:
         """This instance's capabilities: ``{"stochastic", "order", "requires_gaussian_marginals", "host_syncs"}``."""

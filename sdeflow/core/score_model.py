@@ -9,7 +9,7 @@ predicts ``eps``, ``x0`` or ``v`` has no finite score there (``score = -eps / si
 the true score (the data's) is finite. :attr:`ScoreModel.score_t_min` is the smallest time at
 which the score-evaluating integrators (``ode``, ``sde``, annealed Langevin, and
 :func:`sdeflow.log_likelihood`) use the score; samplers integrate down to it and take one exact
-data-prediction step the rest of the way (:mod:`sdeflow.solvers.common`).
+data-prediction step the rest of the way (:meth:`sdeflow.solvers.SamplingRun.finish`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from . import parametrization as P
 from ..errors import OptionError, ShapeError
-from .process import ForwardProcess
 from ..utils.shapes import append_dims
+from . import parametrization as P
+from .noise_levels import EDM_SIGMA_MIN, scaled_sigma, t_from_scaled_sigma
+from .process import ForwardProcess
 
 
 class ScoreModel(nn.Module):
@@ -38,7 +39,7 @@ class ScoreModel(nn.Module):
         noise_floor: the noise level ``sigma_t / alpha_t`` at which integration stops when the
             process has ``sigma_{t_min} = 0`` and the network predicts ``eps``, ``x0`` or ``v``
             (see :attr:`score_t_min`); ``None``: EDM's smallest level, 0.002
-            (:data:`sdeflow.solvers.schedules.EDM_SIGMA_MIN`).
+            (:data:`sdeflow.solvers.EDM_SIGMA_MIN`).
     """
 
     def __init__(self, network: nn.Module, process: ForwardProcess, parametrization: str = "eps", *,
@@ -63,24 +64,13 @@ class ScoreModel(nn.Module):
         """The smallest time at which integrators evaluate this model's score.
 
         ``process.t_min``, unless the process has no noise there (``sigma_{t_min} = 0``, VE at
-        ``t = 0``) and the network predicts ``eps``, ``x0`` or ``v``: then ``score = -eps / sigma_t``
-        is infinite at ``t_min`` (the true score, the data's, is finite), and this is the time at
-        which the noise level ``sigma_t / alpha_t`` reaches :attr:`noise_floor` (default EDM's
-        smallest level 0.002, Karras et al. 2022, Table 1: a quarter of the 8-bit quantisation step
-        ``2/255`` of data in ``[-1, 1]``, the level at which ``heun`` and the log-SNR schedules stop
-        short of ``sigma = 0`` too). A level rather than a time (score_sde's ``eps = 1e-5``) makes the
-        rule independent of how a process parametrizes time (in continuous time a diffusion depends
-        on its schedule only through the SNR, Kingma et al. 2021, Sec. 5.1).
-
-        The samplers whose integrators evaluate the score up to their end time (``ode``, ``sde``,
-        ``langevin``) stop at ``max(t_end, score_t_min)`` and finish with one exact data-prediction
-        step to ``t_end`` (the posterior mean when denoising); :func:`sdeflow.log_likelihood`
-        evaluates ``log p`` at this time by default. A model in the ``score`` parametrization (an
-        exact mixture score) and a process with ``sigma_{t_min} > 0`` give ``t_min`` itself. A
-        subclass may override this property.
-
-        Computed on the host from the process's marginal (one small evaluation, at configuration
-        time, never inside a step loop).
+        ``t = 0``) and the network predicts ``eps``, ``x0`` or ``v``: then ``score = -eps / sigma_t`` is
+        infinite at ``t_min``, and this is the time at which the noise level ``sigma_t / alpha_t``
+        reaches :attr:`noise_floor` (default EDM's smallest level 0.002, Karras et al. 2022, Table 1).
+        Samplers that evaluate the score at their end time stop at ``max(t_end, score_t_min)`` and
+        take one exact data-prediction step to ``t_end``; :func:`sdeflow.log_likelihood` evaluates
+        ``log p`` here by default (``docs/samplers.md``, where the noise is zero). Computed on the host
+        at configuration time, never inside a step loop.
 
         Returns:
             A time in ``[t_min, t_max)``.
@@ -89,8 +79,6 @@ class ScoreModel(nn.Module):
         t_min, t_max = float(process.t_min), float(process.t_max)
         if self.parametrization == "score":
             return t_min
-        from ..solvers.schedules import EDM_SIGMA_MIN, scaled_sigma, t_from_scaled_sigma
-
         bottom, top = scaled_sigma(process, torch.tensor([t_min, t_max], dtype=torch.float64)).tolist()
         if bottom > 0:
             return t_min
@@ -99,7 +87,8 @@ class ScoreModel(nn.Module):
         if not t_min < t < t_max:
             raise OptionError(
                 f"{type(process).__name__} has no noise at t_min={t_min:g}, where the score of a network "
-                f"predicting {self.parametrization!r} is infinite, and its noise level sigma/alpha = {level:g} (noise_floor) is not "
+                f"predicting {self.parametrization!r} is infinite, and its noise level sigma/alpha = {level:g} "
+                "(noise_floor) is not "
                 f"reached inside ({t_min:g}, {t_max:g}) (sigma/alpha at t_max: {top:.6g}); pass a smaller noise_floor")
         return t
 
@@ -122,6 +111,8 @@ class ScoreModel(nn.Module):
                     f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}"
                 )
             t = self.process.check_time(t, x.shape[0], like=x)
+        elif not isinstance(t, Tensor):
+            raise ShapeError(f"t must be a tensor of shape (batch,) when check=False, got {type(t).__name__}")
         a, s = self.process.marginal(t)
         return t, append_dims(a, x.ndim), append_dims(s, x.ndim), self.network_output(x, t)
 

@@ -15,12 +15,13 @@ from .gaussian_mixture import GaussianMixture
 
 
 def gaussian_1d(mean: float = 5.0, std: float = 2.0, dtype: torch.dtype | None = None) -> GaussianMixture:
-    """``N(mean, std^2)`` in one dimension; the default ``N(5, 2^2)`` is reference texts 000/001's."""
+    """``N(mean, std^2)`` in one dimension (default ``N(5, 2^2)``: the 1-D case whose score under VE and VP
+    is closed-form, ``p_t = N(5 alpha_t, 4 alpha_t^2 + sigma_t^2)``, used to check the reverse SDE)."""
     return GaussianMixture([1.0], [[float(mean)]], [[[float(std) ** 2]]], dtype=dtype)
 
 
 def nine_gaussians(seed: int = 23, dtype: torch.dtype | None = None) -> GaussianMixture:
-    """The "nine Gaussians" 2-D mixture of reference text 004.
+    """The "nine Gaussians" 2-D mixture, a grid of well-separated modes for checking mode coverage.
 
     Means on the grid ``{-2, 0, 2}^2``, covariances ``I / 16``, and mixture weights drawn
     uniformly at random (seeded) and normalised.

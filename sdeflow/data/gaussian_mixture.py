@@ -14,14 +14,14 @@ covariances are diagonal), with no decomposition per time and no autograd.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import OptionError, ShapeError
 from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
+from ..errors import OptionError, ShapeError
 from ..utils.shapes import randn
 
 
@@ -71,7 +71,8 @@ class GaussianMixture:
             off = c - torch.diag_embed(torch.diagonal(c, dim1=-2, dim2=-1))
             diagonal = bool(torch.all(off == 0))
             if diagonal:
-                lam, vecs = torch.diagonal(c, dim1=-2, dim2=-1).clone(), torch.eye(d, dtype=dtype).expand(k, d, d).clone()
+                lam = torch.diagonal(c, dim1=-2, dim2=-1).clone()
+                vecs = torch.eye(d, dtype=dtype).expand(k, d, d).clone()
         else:
             raise ShapeError(
                 f"covs must be (K, d, d), (K, d), (K,) or a float for K={k}, d={d}; got shape {tuple(c.shape)}"
@@ -125,7 +126,8 @@ class GaussianMixture:
         return second - torch.outer(m, m)
 
     def at(self, a: float | Tensor, s: float | Tensor) -> "GaussianMixture":
-        """The mixture of ``a x + s eps`` for scalars ``a``, ``s``: means ``a mu_k``, covariances ``a^2 Sigma_k + s^2 I``."""
+        """The mixture of ``a x + s eps`` for scalars ``a``, ``s``: means ``a mu_k``, covariances
+        ``a^2 Sigma_k + s^2 I``."""
         a = float(a)
         s = float(s)
         out = self.to()
@@ -139,7 +141,8 @@ class GaussianMixture:
         if int(n) != n or n <= 0:
             raise OptionError(f"n must be a positive integer, got {n!r}")
         gen_device = generator.device if generator is not None else self.device
-        idx = torch.multinomial(self.weights.to(gen_device), int(n), replacement=True, generator=generator).to(self.device)
+        idx = torch.multinomial(self.weights.to(gen_device), int(n), replacement=True, generator=generator)
+        idx = idx.to(self.device)
         z = randn((int(n), self.dim), generator, self.device, self.dtype)
         z = z * self.eigvals[idx].sqrt()
         if not self.diagonal:
@@ -162,13 +165,16 @@ class GaussianMixture:
 
     def _flat(self, x: Tensor) -> tuple[Tensor, torch.Size]:
         if x.ndim < 2 or x[0].numel() != self.dim:
-            raise ShapeError(f"expected samples of shape (n, {self.dim}) (or (n, *dims) with {self.dim} values each), got {tuple(x.shape)}")
+            raise ShapeError(f"expected samples of shape (n, {self.dim}) (or (n, *dims) with {self.dim} values each), "
+                             f"got {tuple(x.shape)}")
         return x.reshape(x.shape[0], self.dim), x.shape
 
     def _coeffs(self, x: Tensor, a: Tensor | float, s: Tensor | float) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
-        a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(n) if not isinstance(a, Tensor) or a.ndim == 0 else a
-        s = torch.as_tensor(s, dtype=x.dtype, device=x.device).expand(n) if not isinstance(s, Tensor) or s.ndim == 0 else s
+        if not isinstance(a, Tensor) or a.ndim == 0:
+            a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(n)
+        if not isinstance(s, Tensor) or s.ndim == 0:
+            s = torch.as_tensor(s, dtype=x.dtype, device=x.device).expand(n)
         return a.to(x.dtype), s.to(x.dtype)
 
     def marginal_log_prob(self, x: Tensor, a: Tensor | float, s: Tensor | float) -> Tensor:
@@ -220,6 +226,11 @@ class GaussianMixture:
 class _MixtureParams(nn.Module):
     """Holds a mixture's tensors as buffers so ``.to(device, dtype)`` moves them."""
 
+    weights: Tensor
+    means: Tensor
+    eigvals: Tensor
+    eigvecs: Tensor
+
     def __init__(self, gmm: GaussianMixture, dtype: torch.dtype) -> None:
         super().__init__()
         g = gmm.to(dtype=dtype)
@@ -252,25 +263,29 @@ class ExactMixtureScoreModel(ScoreModel):
         self.exact_prior = exact_prior
 
     @property
+    def _params(self) -> _MixtureParams:
+        return cast(_MixtureParams, self.network)
+
+    @property
     def mixture(self) -> GaussianMixture:
         """The data distribution ``p_0`` (on the model's device and dtype)."""
-        return self.network.mixture()
+        return self._params.mixture()
 
     def network_output(self, x: Tensor, t: Tensor) -> Tensor:
         a, s = self.process.marginal(t)
-        return self.network.mixture().marginal_score(x, a, s)
+        return self._params.mixture().marginal_score(x, a, s)
 
     def marginal_log_prob(self, x: Tensor, t: Tensor | float) -> Tensor:
         """``log p_t(x)`` in closed form (nats, shape ``(batch,)``)."""
         t = self.process.check_time(t, x.shape[0], like=x)
         a, s = self.process.marginal(t)
-        return self.network.mixture().marginal_log_prob(x, a, s)
+        return self._params.mixture().marginal_log_prob(x, a, s)
 
     def marginal_mixture(self, t: float) -> GaussianMixture:
         """``p_t`` itself, as a :class:`GaussianMixture`."""
         tt = self.process.check_time(torch.tensor([float(t)], dtype=self.dtype, device=self.device))
         a, s = self.process.marginal(tt)
-        return self.network.mixture().at(float(a[0]), float(s[0]))
+        return self._params.mixture().at(float(a[0]), float(s[0]))
 
     def prior_sample(self, shape: Sequence[int], generator: torch.Generator | None = None,
                      device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:

@@ -46,7 +46,8 @@ def wasserstein_1d(x: Tensor, y: Tensor) -> float:
     return float(torch.sqrt(((xs - ys) ** 2).mean()))
 
 
-def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, generator: torch.Generator | None = None) -> float:
+def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256,
+                       generator: torch.Generator | None = None) -> float:
     """Sliced Wasserstein-2 distance: ``sqrt(E_theta W_2^2(theta^T x, theta^T y))`` over random unit
     directions ``theta`` (Rabin et al. 2011); exact ``W_2`` in 1-D."""
     xf, yf = _flat(x).double(), _flat(y).double()

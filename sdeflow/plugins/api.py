@@ -7,11 +7,11 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import OptionError, PluginError
-from .manager import get_manager
 from ..core.process import ForwardProcess
-from .registry import CONTRACT_KINDS
 from ..core.sampler import Sampler
+from ..errors import OptionError, PluginError, UnknownComponentError
+from .manager import PluginInfo, get_manager
+from .registry import CONTRACT_KINDS
 
 
 def list_plugins() -> dict[str, list[str]]:
@@ -25,6 +25,19 @@ def list_components() -> dict[str, list[str]]:
     and ``metric``)."""
     reg = get_manager().registry
     return {kind: reg.names(kind) for kind in reg.components}
+
+
+def plugin_info(name: str) -> PluginInfo:
+    """What ``sdeflow plugins`` shows for the plugin ``name`` (its entry-point name): what the entry point
+    names, the distribution and version declaring it, the components it registered, its load error.
+
+    Raises:
+        UnknownComponentError: no plugin of that name (the message lists the loaded ones).
+    """
+    plugins = get_manager().plugins
+    if name not in plugins:
+        raise UnknownComponentError("plugin", name, plugins)
+    return plugins[name]
 
 
 def create_component(kind: str, name: str, **options: Any) -> Any:

@@ -23,8 +23,8 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
 from ..errors import PluginConflictError, PluginError
+from . import hookspecs
 from .registry import KINDS, Registry, RegistryView
 
 ENTRY_POINT_GROUP = "sdeflow"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import PluginConflictError, UnknownComponentError
+from ..utils.options import constructor_options
 
 #: component kinds and the hook that registers each
 KINDS: dict[str, str] = {
@@ -34,17 +35,7 @@ class Component:
 
     def options(self) -> dict[str, Any]:
         """Keyword options of the factory with their defaults (``inspect.Parameter.empty`` if required)."""
-        target = self.factory.__init__ if inspect.isclass(self.factory) else self.factory
-        try:
-            sig = inspect.signature(target)
-        except (TypeError, ValueError):
-            return {}
-        out: dict[str, Any] = {}
-        for p in sig.parameters.values():
-            if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            out[p.name] = p.default
-        return out
+        return constructor_options(self.factory)
 
     def accepts_any_option(self) -> bool:
         """True when the factory takes ``**kwargs`` (options cannot be checked up front)."""

@@ -23,21 +23,47 @@ from __future__ import annotations
 
 from .common import F64, K_SE, CheckNotApplicable, assert_moments
 from .mixtures import MIXTURES, marginal_moments, mixture_1d, mixture_2d, mixture_5d_full, reference_marginal
-from .models import (MODEL_CHECKS, check_model, check_model_batch_independence, check_model_float64,
-                     check_model_output)
+from .models import MODEL_CHECKS, check_model, check_model_batch_independence, check_model_float64, check_model_output
 from .orders import check_sampler_order, fit_order, gaussian_flow_map
-from .processes import (PROCESS_CHECKS, check_process, check_process_exact_mixture_prior, check_process_exact_score,
-                        check_process_forward_simulation, check_process_log_snr, check_process_marginal_finite,
-                        check_process_moment_equations, check_process_prior, check_process_prior_density,
-                        check_process_probability_flow_gaussian, check_process_probability_flow_transport,
-                        check_process_shapes, check_process_time_range, check_process_time_validation,
-                        integrate_probability_flow)
-from .reference import (GaussianQuantityUsed, LinearLogSNRProcess, NonGaussianProcess, RecordingScoreModel,
-                        ReferenceOUProcess, StationaryScoreModel)
-from .samplers import (SAMPLER_CHECKS, check_sampler, check_sampler_contract, check_sampler_dtypes,
-                       check_sampler_interface, check_sampler_recovers_gaussian, check_sampler_refuses_incompatible,
-                       check_sampler_reproducible, check_sampler_stochastic, check_sampler_t_end,
-                       check_sampler_without_gaussian_marginals)
+from .processes import (
+                     PROCESS_CHECKS,
+                     check_process,
+                     check_process_exact_mixture_prior,
+                     check_process_exact_score,
+                     check_process_forward_simulation,
+                     check_process_log_snr,
+                     check_process_marginal_finite,
+                     check_process_moment_equations,
+                     check_process_prior,
+                     check_process_prior_density,
+                     check_process_probability_flow_gaussian,
+                     check_process_probability_flow_transport,
+                     check_process_shapes,
+                     check_process_time_range,
+                     check_process_time_validation,
+                     integrate_probability_flow,
+)
+from .reference import (
+                     GaussianQuantityUsed,
+                     LinearLogSNRProcess,
+                     NonGaussianProcess,
+                     RecordingScoreModel,
+                     ReferenceOUProcess,
+                     StationaryScoreModel,
+)
+from .samplers import (
+                     SAMPLER_CHECKS,
+                     check_sampler,
+                     check_sampler_contract,
+                     check_sampler_dtypes,
+                     check_sampler_interface,
+                     check_sampler_recovers_gaussian,
+                     check_sampler_refuses_incompatible,
+                     check_sampler_reproducible,
+                     check_sampler_stochastic,
+                     check_sampler_t_end,
+                     check_sampler_without_gaussian_marginals,
+)
 from .sampling import gaussian_target, order_targets
 from .syncs import HostSyncCounter, check_sampler_host_syncs
 

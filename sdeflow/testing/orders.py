@@ -247,5 +247,8 @@ def check_sampler_order(factory: SamplerFactory, process: ForwardProcess | None 
             f"(declared order - {slack:g})")
 
 
-__all__ = ["FIT_POINTS", "PATHS", "PATH_SLACK", "PATH_SLACK_REL", "PATH_STEPS", "ROUND_OFF", "STRONG_REFERENCE_FACTOR", "STRONG_STEPS",
-           "WEAK_SAMPLES", "WEAK_SLACK", "WEAK_SLACK_REL", "WEAK_STEPS", "allowed_slack", "check_sampler_order", "fit_order", "gaussian_flow_map"]
+__all__ = [
+    "FIT_POINTS", "PATHS", "PATH_SLACK", "PATH_SLACK_REL", "PATH_STEPS", "ROUND_OFF", "STRONG_REFERENCE_FACTOR",
+    "STRONG_STEPS", "WEAK_SAMPLES", "WEAK_SLACK", "WEAK_SLACK_REL", "WEAK_STEPS", "allowed_slack",
+    "check_sampler_order", "fit_order", "gaussian_flow_map",
+]

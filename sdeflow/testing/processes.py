@@ -35,14 +35,24 @@ import torchsde
 from torch import Tensor, nn
 from torch.distributions import Normal
 
-from ..plugins.api import create_sampler
-from ..errors import TimeRangeError
-from ..solvers.brownian import StepNoise
 from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
 from ..data.gaussian_mixture import ExactMixtureScoreModel, GaussianMixture
-from .common import (F64, K_SE, CheckNotApplicable, as_float64, assert_close, assert_moments, coeffs, frac_time,
-                     require_gaussian_marginals, time_grid)
+from ..errors import TimeRangeError
+from ..plugins.api import create_sampler
+from ..solvers import StepNoise
+from .common import (
+    F64,
+    K_SE,
+    CheckNotApplicable,
+    as_float64,
+    assert_close,
+    assert_moments,
+    coeffs,
+    frac_time,
+    require_gaussian_marginals,
+    time_grid,
+)
 from .mixtures import MIXTURES, marginal_moments, mixture_1d, mixture_2d, reference_marginal
 
 

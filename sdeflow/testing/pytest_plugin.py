@@ -269,7 +269,7 @@ def cases(specs: list[ComponentSpec]) -> list[Case]:
     """One :class:`Case` per component and check (the checks its configuration selects)."""
     from . import MODEL_CHECKS, PROCESS_CHECKS, SAMPLER_CHECKS
 
-    table = {"process": PROCESS_CHECKS, "sampler": SAMPLER_CHECKS, "model": MODEL_CHECKS}
+    table: dict[str, dict[str, Any]] = {"process": PROCESS_CHECKS, "sampler": SAMPLER_CHECKS, "model": MODEL_CHECKS}
     return [Case(spec, check) for spec in specs for check in table[spec.kind]
             if spec.checks is None or check in spec.checks]
 

@@ -32,16 +32,26 @@ import torch
 from torch import Tensor
 
 from ..core.process import ForwardProcess
-from ..core.sampler import SampleResult, Sampler
+from ..core.sampler import Sampler, SampleResult
 from ..data import GaussianMixture
 from ..errors import IncompatibleError, ShapeError
 from .common import F64, K_SE, CheckNotApplicable, assert_moments, coeffs, frac_time
 from .orders import check_sampler_order
 from .processes import _expect_raises
 from .reference import NonGaussianProcess, RecordingScoreModel, StationaryScoreModel
-from .sampling import (SamplerFactory, build, gaussian_target, gen, label, no_denoise, process_or_reference,
-                       sample_from, takes_x_T)
+from .sampling import (
+    SamplerFactory,
+    build,
+    gaussian_target,
+    gen,
+    label,
+    no_denoise,
+    process_or_reference,
+    sample_from,
+    takes_x_T,
+)
 from .syncs import check_sampler_host_syncs
+
 
 def check_sampler_interface(factory: SamplerFactory) -> None:
     """``options()`` lists every constructor option with its default, on the class and the
@@ -142,12 +152,14 @@ def _check_starts_from_x_T(sampler: Sampler, sm: RecordingScoreModel) -> None:
         if not first:
             first.append(x.clone())
 
-    sampler.sample(sm, (16, 2), gen(3), x_T=x_T, callback=callback)
+    start: dict[str, Any] = {"x_T": x_T}  # (sample's keyword-only x_T)
+    sampler.sample(sm, (16, 2), gen(3), callback=callback, **start)
     assert first and torch.equal(first[0], keep), (
         f"{what}: sample(..., x_T=x_T) must start from x_T, but the state at step 0 differs from it "
         f"(max difference {float((first[0] - keep).abs().max()) if first else float('nan'):.3g})")
     assert torch.equal(x_T, keep), f"{what}: sample(..., x_T=x_T) modified x_T in place"
-    _expect_raises(ShapeError, lambda: sampler.sample(sm, (16, 2), gen(3), x_T=x_T[:8]),
+    short: dict[str, Any] = {"x_T": x_T[:8]}
+    _expect_raises(ShapeError, lambda: sampler.sample(sm, (16, 2), gen(3), **short),
                    f"{what} given x_T of shape (8, 2) for samples of shape (16, 2)")
 
 

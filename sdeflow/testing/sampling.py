@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..core.process import ForwardProcess
-from ..core.sampler import SampleResult, Sampler
+from ..core.sampler import Sampler, SampleResult
 from ..core.score_model import ScoreModel
 from ..data import GaussianMixture
 from .common import F64, as_float64
@@ -88,7 +88,7 @@ def sample_from(sampler: Sampler, score_model: ScoreModel, shape: Sequence[int],
     ``prior_sample`` returns ``x_T`` for this call (samplers start from ``score_model.prior_sample``).
     """
     if takes_x_T(sampler):
-        return sampler.sample(score_model, shape, generator, x_T=x_T, **kwargs)
+        return sampler.sample(score_model, shape, generator, **{"x_T": x_T, **kwargs})
     score_model.prior_sample = lambda *a, **k: x_T.clone()  # type: ignore[method-assign]
     try:
         return sampler.sample(score_model, shape, generator, **kwargs)

@@ -13,9 +13,11 @@ explicit ``device=`` in the model's dtype (the kit runs the check in float32, so
 float64 grids and coefficients stay host tensors), and every result of an operation with a
 device tensor among its inputs. A sampler may convert host tensors (its float64 grid) freely.
 
-"In the step loop" means between the end of the first network evaluation and the start of the
-last one (conversions inside the kit's own model are not counted): set-up before the loop and
-the checks after it (``SampleResult``, non-finite reports) may synchronise once.
+"In the step loop" means inside the run scaffold's step-loop region
+(:meth:`sdeflow.solvers.SamplingRun.stepping`, which every sampler written on the toolkit runs its
+loop in); for a sampler with a loop of its own, between the end of the first network evaluation
+and the start of the last one. Conversions inside the kit's own model are not counted; set-up
+before the loop and the checks after it (``SampleResult``, non-finite reports) may synchronise once.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from ..core.process import ForwardProcess
+from ..solvers._run import IN_STEP_LOOP
 from .common import CheckNotApplicable
 from .reference import RecordingScoreModel
 from .sampling import SamplerFactory, build, gaussian_target, gen, label, process_or_reference
@@ -61,11 +64,13 @@ _NAMES = {"__bool__": "bool(tensor)", "__float__": "float(tensor)", "__int__": "
 
 
 class SyncEvent(NamedTuple):
-    """One conversion: the number of network evaluations made before it, the operation, where."""
+    """One conversion: the number of network evaluations made before it, the operation, where, and
+    whether it happened inside a run scaffold's step-loop region."""
 
     evaluations: int
     op: str
     where: str
+    in_loop: bool = False
 
 
 def _is_device(t: Any) -> bool:
@@ -123,7 +128,7 @@ class HostSyncCounter(TorchFunctionMode):
         if op is not None and on_device:
             n = self.counting()
             if n is not None:
-                self.events.append(SyncEvent(n, op, _caller()))
+                self.events.append(SyncEvent(n, op, _caller(), IN_STEP_LOOP.get()))
         out = func(*args, **kwargs)
         if on_device:
             mark_device(out)
@@ -143,11 +148,14 @@ class HostSyncCounter(TorchFunctionMode):
 
 class _CountingScoreModel(RecordingScoreModel):
     """The exact Gaussian score whose outputs and prior draws are device tensors, and which tells the
-    counter when a conversion happens inside its own evaluation."""
+    counter when a conversion happens inside its own evaluation (and whether it was evaluated
+    inside a run scaffold's step loop)."""
 
     inside = False
+    scaffolded = False
 
     def network_output(self, x: Tensor, t: Tensor) -> Tensor:
+        self.scaffolded = self.scaffolded or IN_STEP_LOOP.get()
         self.inside = True
         try:
             out = super().network_output(x, t)
@@ -166,10 +174,13 @@ class _CountingScoreModel(RecordingScoreModel):
 def count_host_syncs(sampler: Any, score_model: _CountingScoreModel, shape: tuple[int, ...],
                      seed: int = 0) -> list[SyncEvent]:
     """Run ``sampler`` once under a :class:`HostSyncCounter` and return the conversions made in its
-    step loop (between the end of the first and the start of the last network evaluation)."""
+    step loop: inside the scaffold's step-loop region when the model was evaluated there, else
+    between the end of the first and the start of the last network evaluation."""
     counter = HostSyncCounter(score_model.dtype, lambda: None if score_model.inside else score_model.calls)
     with counter:
         sampler.sample(score_model, shape, gen(seed))
+    if score_model.scaffolded:
+        return [e for e in counter.events if e.in_loop]
     last = score_model.calls
     return [e for e in counter.events if 1 <= e.evaluations < last]
 
@@ -177,8 +188,8 @@ def count_host_syncs(sampler: Any, score_model: _CountingScoreModel, shape: tupl
 def check_sampler_host_syncs(factory: SamplerFactory, process: ForwardProcess | None = None) -> None:
     """A sampler declaring ``host_syncs = False`` makes no host synchronisation in its step loop:
     run in float32 on a batch of 8, no conversion of a device tensor to a host value (:data:`SYNC_OPS`)
-    between its first and its last network evaluation (see the module docstring for how device
-    tensors are told from host ones on a CPU). A sampler declaring ``host_syncs = True`` passes.
+    in its step loop (see the module docstring for the loop's extent and for how device tensors are
+    told from host ones on a CPU). A sampler declaring ``host_syncs = True`` passes.
 
     Args:
         factory: builds the sampler.
@@ -200,8 +211,9 @@ def check_sampler_host_syncs(factory: SamplerFactory, process: ForwardProcess | 
     listed = "; ".join(f"{k} ({v}x)" for k, v in where.most_common(5))
     assert not events, (
         f"{what} declares host_syncs=False but its step loop converted device tensors to host values {len(events)} "
-        f"times between its first and last of {sm.calls} network evaluations: {listed}. Keep host-side values "
-        "(times, coefficients) as Python numbers or host tensors computed before the loop, or declare host_syncs = True")
+        f"times ({sm.calls} network evaluations in the run): {listed}. Keep host-side values "
+        "(times, coefficients) as Python numbers or host tensors computed before the loop, or declare "
+        "host_syncs = True")
 
 
 __all__ = ["HostSyncCounter", "SYNC_OPS", "SyncEvent", "check_sampler_host_syncs", "count_host_syncs", "mark_device"]

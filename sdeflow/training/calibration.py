@@ -17,7 +17,7 @@ Objectives (``objective=``):
   to second order, ``|s . e + e^T H e / 2|`` with the error ``e`` of the sampler's sample, the
   model's score ``s`` at the endpoint and its Jacobian ``H`` (``H e`` by one backward pass per
   evaluation of the objective). It weighs an error along a narrow direction of the data as the
-  log-density does (the issue-5 metric), which the squared error does not.
+  log-density does (the mean log-density gap of ``docs/solvers.md``), which the squared error does not.
 * ``"mse"``: the mean squared error ``|e|^2`` (cheapest; no derivative of the model).
 
 Cost: one dopri5 solve of the batch (~100-300 evaluations of the model) plus ``max_evals`` runs of
@@ -34,10 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import OptionError
 from ..core.score_model import ScoreModel
-from ..solvers.common import check_positive_int, resolve_interval
-from ..solvers.schedules import EDM_SIGMA_MIN, last_finite_time, scaled_sigma, solver_times
+from ..errors import OptionError
+from ..solvers import EDM_SIGMA_MIN, check_positive_int, last_finite_time, resolve_interval, scaled_sigma, solver_times
 
 OBJECTIVES = ("log_density", "mse")
 
@@ -51,8 +50,8 @@ class ScheduleCalibration:
             ``t_max`` to the level at ``t_end``: pass them as ``schedule=`` to ``dpm_solver``,
             ``unipc`` or ``ddim``.
         objective: the objective's name.
-        start: the objective on the calibration batch with the uniform log-SNR levels the search
-            starts from (the samplers' ``"logSNR"`` schedule).
+        start: the objective on the calibration batch with the log-SNR levels the search
+            starts from (the default schedule of ``dpm_solver`` and ``unipc``, ``"logSNR_edm"``).
         final: the objective with ``sigmas``.
         evaluations: objective evaluations (sampler runs on the batch).
         reference_nfe: model evaluations of the reference solve.
@@ -166,8 +165,8 @@ def calibrate_schedule(
         history.append(best[0])
         return value
 
-    # start from the samplers' own "logSNR" levels (their log-increments down to ``low``)
-    default = scaled_sigma(process, solver_times(process, t_start, t_end, steps, "logSNR")).tolist()[: n_free + 1]
+    # start from the samplers' default "logSNR_edm" levels (their log-increments down to ``low``)
+    default = scaled_sigma(process, solver_times(process, t_start, t_end, steps, "logSNR_edm")).tolist()[: n_free + 1]
     theta0 = np.log(-np.diff(np.log(np.asarray(default, dtype=np.float64))))
     start = f(theta0)
     res = minimize(f, theta0, method="Powell", options=dict(maxfev=int(max_evals), xtol=1e-3, ftol=1e-6))

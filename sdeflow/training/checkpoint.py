@@ -27,8 +27,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..utils.atomic import atomic_write
 from ..errors import SdeflowError
+from ..utils.atomic import atomic_write
 
 FORMAT = "sdeflow-checkpoint/1"
 _NAME = re.compile(r"^step_(\d{8,})\.json$")
@@ -117,7 +117,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint manifest {path} is not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an sdeflow checkpoint manifest (format "
-                              f"{manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {FORMAT!r})")
+                              f"{manifest.get('format') if isinstance(manifest, dict) else None!r}, "
+                              f"expected {FORMAT!r})")
     tfile = path.parent / str(manifest.get("tensors_file", ""))
     try:
         blob = tfile.read_bytes()

@@ -211,7 +211,8 @@ def current_context() -> DistributedContext | None:
     return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, dev)
 
 
-def resolve_context(distributed: "DistributedContext | bool | None", what: str = "distributed") -> DistributedContext | None:
+def resolve_context(distributed: "DistributedContext | bool | None",
+                    what: str = "distributed") -> DistributedContext | None:
     """The context a component runs on: ``False`` -> ``None`` (one process); ``None`` -> the running
     process group's (:func:`current_context`, ``None`` without one); ``True`` -> the running group's,
     which must exist; a :class:`DistributedContext` -> itself when it has more than one rank.

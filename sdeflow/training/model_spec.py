@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from ..plugins.api import component_spec, create_model, create_process
-from ..errors import SdeflowError
 from ..core.score_model import ScoreModel
+from ..errors import SdeflowError
+from ..plugins.api import component_spec, create_model, create_process
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
@@ -79,7 +79,8 @@ class ModelSpec:
                        process_options=dict(entry["process"].get("options") or {}),
                        model_options=dict(entry["model"].get("options") or {}),
                        parametrization=str(entry.get("parametrization", "eps")),
-                       sample_shape=None if entry.get("sample_shape") is None else [int(s) for s in entry["sample_shape"]],
+                       sample_shape=(None if entry.get("sample_shape") is None
+                                     else [int(s) for s in entry["sample_shape"]]),
                        dtype=str(entry.get("dtype", "float32")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{where}: malformed model_spec {entry!r} ({type(exc).__name__}: {exc})") from exc

@@ -11,11 +11,17 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import NonFiniteError, OptionError
 from ..core.score_model import ScoreModel
-from .checkpoint import (Checkpoint, CheckpointError, list_checkpoints, load_checkpoint, prune_checkpoints,
-                         save_checkpoint)
+from ..errors import NonFiniteError, OptionError
 from ..utils.sharding import ShardedGenerator
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from .data import BatchSource
 from .distributed import DistributedContext, LossModule, resolve_context, wrap_ddp
 from .ema import EMA
@@ -331,7 +337,8 @@ class Trainer:
                 bar.close()
         if window:
             self._flush(window_losses[:window])
-        if self.out_dir is not None and self.step > first and (not c.checkpoint_every or self.step % c.checkpoint_every):
+        if self.out_dir is not None and self.step > first and (
+                not c.checkpoint_every or self.step % c.checkpoint_every):
             self.save()
         return TrainResult(self.step, list(self.losses), time.perf_counter() - start)
 
@@ -447,7 +454,8 @@ class Trainer:
         except CheckpointError:
             raise
         except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt.path} does not fit this trainer: {type(exc).__name__}: {exc}") from exc
+            raise CheckpointError(f"checkpoint {ckpt.path} does not fit this trainer: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         self.last_checkpoint = ckpt.path
 
     def _load_state(self, ckpt: Checkpoint) -> None:

@@ -71,7 +71,8 @@ class ShardedGenerator(torch.Generator):
 
 class _ShardScope:
     def __init__(self, gen: ShardedGenerator, shard: tuple[int, int, int]) -> None:
-        self.gen, self.shard, self.prev = gen, shard, None
+        self.gen, self.shard = gen, shard
+        self.prev: tuple[int, int, int] | None = None
 
     def __enter__(self) -> ShardedGenerator:
         self.prev, self.gen.shard = self.gen.shard, self.shard

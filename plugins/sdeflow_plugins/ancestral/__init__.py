@@ -1,13 +1,12 @@
 """Plugin ``ancestral``: DDPM/VDM ancestral sampling for any Gaussian-marginal process."""
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .sampler import AncestralSampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry: RegistryView) -> None:
+def sdeflow_register_samplers(registry: sdeflow.RegistryView) -> None:
     """Register ``ancestral``."""
     registry.add("ancestral", AncestralSampler)
 

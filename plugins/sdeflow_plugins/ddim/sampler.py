@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.solvers.common import check_clip_x0, check_positive_int
-from sdeflow.solvers.grid_sampler import GridRun, GridSampler
-from sdeflow.solvers.schedules import GridCoefficients, check_schedule, schedule_steps, solver_times
+from sdeflow.solvers import (
+    GridCoefficients,
+    GridRun,
+    GridSampler,
+    check_clip_x0,
+    check_positive_int,
+    check_schedule,
+    schedule_steps,
+    solver_times,
+)
 
 
-def ddim_noise_std(eta: float, sigma_t: float, sigma_s: float, log_snr_t: float, log_snr_s: float) -> float:
-    """DDIM's ``sigma_t(eta)`` (Song, Meng, Ermon 2021, Eq. 16) for a step from ``t`` to ``s < t``,
-    in terms of the marginal: ``eta sigma_s sqrt(1 - exp(log_snr_t - log_snr_s))``.
-
-    For DDPM (``alpha^2 + sigma^2 = 1``) this is ``eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s)``;
-    ``eta = 1`` gives the variance of the posterior ``q(x_s | x_t, x_0)`` (DDPM's beta-tilde).
-    """
+def ddim_noise_std(eta: float, sigma_s: float, log_snr_t: float, log_snr_s: float) -> float:
+    """DDIM's ``sigma_t(eta)`` (Song, Meng, Ermon 2021, Eq. 16) for a step from ``t`` to ``s < t``, in
+    terms of the marginal: ``eta sigma_s sqrt(1 - exp(log_snr_t - log_snr_s))`` (for DDPM,
+    ``eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s)``; ``eta = 1``: the posterior's)."""
     if eta == 0.0 or sigma_s == 0.0:
         return 0.0
     return eta * sigma_s * math.sqrt(-math.expm1(log_snr_t - log_snr_s))
@@ -41,8 +45,8 @@ class DDIMSampler(GridSampler):
         steps: number of steps = score evaluations (default 50).
         eta: 0 (deterministic, default) to 1 (DDPM-like ancestral).
         schedule: ``"time_uniform"`` (DDIM's "linear" skip, default), ``"time_quadratic"``,
-            ``"logSNR"``, ``"edm"``, ``"chain"`` (the process's own discrete times: DDPM's timesteps), or
-            noise levels ``sigma_t / alpha_t`` (``steps`` is then their number less one).
+            ``"logSNR"``, ``"logSNR_edm"``, ``"edm"``, ``"chain"`` (the process's own discrete times:
+            DDPM's timesteps), or noise levels ``sigma_t / alpha_t`` (``steps`` is then their number less one).
         clip_x0: clamp ``x0_theta`` to ``[-clip_x0, clip_x0]`` (``eps`` is recomputed from it).
         t_end: final time (default ``t_min``).
         check_finite: raise on NaN/Inf, naming the step.
@@ -68,24 +72,21 @@ class DDIMSampler(GridSampler):
         """True when ``eta > 0``."""
         return self.eta > 0
 
-    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
-        """The grid, the marginal at it and every step's noise and direction coefficients (host floats)."""
+    def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, GridCoefficients]:
+        """The schedule's grid and the marginal at it (host floats)."""
         grid = solver_times(run.process, t_start, t_end, self.steps, self.schedule)
-        co = GridCoefficients.of(run.process, grid)
-        s, lam = co.sigma, co.lam
-        noise = [ddim_noise_std(self.eta, s[k], s[k + 1], 2 * lam[k], 2 * lam[k + 1]) for k in range(len(s) - 1)]
-        direction = [math.sqrt(max(s[k + 1] ** 2 - c ** 2, 0.0)) for k, c in enumerate(noise)]
-        return grid, (co.alpha, s, noise, direction)
+        return grid, GridCoefficients.of(run.process, grid)
 
-    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
-        """DDIM's update (Eq. 12) from ``grid[k]`` to ``grid[k + 1]``."""
-        a, s, noise, direction = run.plan
+    def step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+        """DDIM's update (Eq. 12) from ``t = grid[k]`` to ``s = grid[k + 1]``."""
+        a, s, log_snr = run.plan.alpha, run.plan.sigma, run.plan.log_snr
         x0 = run.x0(x, run.at(k))
         eps = (x - a[k] * x0) / s[k]
-        x = a[k + 1] * x0 + direction[k] * eps
-        if noise[k] > 0:
-            x = x + noise[k] * run.noise()
+        c = ddim_noise_std(self.eta, s[k + 1], log_snr[k], log_snr[k + 1])
+        x = a[k + 1] * x0 + math.sqrt(max(s[k + 1] ** 2 - c ** 2, 0.0)) * eps
+        if c > 0:
+            x = x + c * run.noise()
         return x
 
-    def _describe(self, run: GridRun) -> str:
+    def describe(self, run: GridRun) -> str:
         return f"eta={self.eta:g}, steps={run.n}"

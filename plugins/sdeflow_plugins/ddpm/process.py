@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sdeflow import ForwardProcess, append_dims
-from sdeflow.utils.shapes import rand
+from sdeflow import ForwardProcess, append_dims, rand
 
 from .schedules import make_betas
 from .spline import clamped_spline_moments, spline_coefficients, spline_value, spline_value_and_slope
@@ -19,9 +18,9 @@ class DDPMProcess(ForwardProcess):
     ``log abar(t)`` is the clamped cubic spline through ``log abar_i = sum_{j<=i} log(1 - beta_j)``
     at ``t_i = i/N``, and the SDE is the VP SDE (Song et al. 2021, Eq. 11) with
     ``beta(t) = -d log abar/dt``: on step ``i``'s interval ``beta(t)`` averages exactly
-    ``-N log(1 - beta_i) = N beta_i + O(beta_i^2)``, reference text 001's
-    ``beta(t) = N beta_{tN+1}`` made exact at the grid, and it is continuous (a piecewise-constant
-    ``beta`` has 1000 jumps, which adaptive ODE solvers crawl through). The generic
+    ``-N log(1 - beta_i) = N beta_i + O(beta_i^2)``, the continuous limit
+    ``beta(t) = N beta_{tN+1}`` of Song et al. 2021 (App. B) made exact at the grid, and it is
+    continuous (a piecewise-constant ``beta`` has 1000 jumps, which adaptive ODE solvers crawl through). The generic
     ``sde``/``ode`` samplers therefore run on a DDPM model, and the ``ancestral`` sampler
     reproduces Ho et al.'s Algorithm 2.
 
@@ -68,7 +67,7 @@ class DDPMProcess(ForwardProcess):
         return spline_value(t, self._coefficients(t.device))
 
     def beta(self, t: Tensor) -> Tensor:
-        """``beta(t) = -d log abar / dt``, close to ``N beta_{tN+1}`` (reference text 001)."""
+        """``beta(t) = -d log abar / dt``, close to ``N beta_{tN+1}`` (Song et al. 2021, App. B)."""
         return self.log_alpha_bar_and_beta(t)[1]
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:

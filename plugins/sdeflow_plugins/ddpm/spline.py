@@ -64,9 +64,3 @@ def spline_value_and_slope(t: Tensor, coef: Tensor) -> tuple[Tensor, Tensor]:
     val = c[:, 0] + u * (c[:, 1] + u * (c[:, 2] + u * c[:, 3]))
     slope = c[:, 1] + u * (2.0 * c[:, 2] + 3.0 * u * c[:, 3])
     return val.to(t.dtype).reshape(t.shape), slope.to(t.dtype).reshape(t.shape)
-
-
-def spline_eval(t: Tensor, y: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
-    """Spline value and slope from the knots ``y`` and moments ``m`` directly (builds the coefficients;
-    for repeated evaluation keep :func:`spline_coefficients` and call :func:`spline_value_and_slope`)."""
-    return spline_value_and_slope(t, spline_coefficients(y, m).to(t.device))

@@ -1,13 +1,12 @@
 """Plugin ``heun``: EDM's second-order sampler (Karras et al. 2022) for any Gaussian-marginal process."""
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .sampler import EDMHeunSampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry: RegistryView) -> None:
+def sdeflow_register_samplers(registry: sdeflow.RegistryView) -> None:
     """Register ``heun``."""
     registry.add("heun", EDMHeunSampler)
 

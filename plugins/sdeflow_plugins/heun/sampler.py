@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.solvers.common import check_positive_int
-from sdeflow.solvers.grid_sampler import GridRun, GridSampler
-from sdeflow.solvers.schedules import GridCoefficients, edm_times, t_from_scaled_sigma
+from sdeflow.solvers import GridCoefficients, GridRun, GridSampler, check_positive_int, edm_times, t_from_scaled_sigma
+
+
+@dataclass(frozen=True)
+class HeunPlan:
+    """EDM's levels and their churned versions, computed before the loop.
+
+    Attributes:
+        sigma: the levels ``sigma_i = sigma_{t_i} / alpha_{t_i}`` (Eq. 5; host floats).
+        sigma_hat: the churned levels ``sigma_hat_i = sigma_i (1 + gamma_i)`` (Alg. 2; host floats).
+        alpha: ``alpha_{t_i}`` at the grid's times.
+        alpha_hat: ``alpha`` at the churned levels' times.
+        t_hat: the churned levels' times on the model's device and dtype.
+    """
+
+    sigma: list[float]
+    sigma_hat: list[float]
+    alpha: list[float]
+    alpha_hat: list[float]
+    t_hat: Tensor
 
 
 class EDMHeunSampler(GridSampler):
@@ -64,7 +81,8 @@ class EDMHeunSampler(GridSampler):
         if not 0 <= float(S_tmin) <= float(S_tmax):
             raise OptionError(f"need 0 <= S_tmin <= S_tmax, got S_tmin={S_tmin!r}, S_tmax={S_tmax!r}")
         self.steps, self.rho, self.sigma_min = int(steps), float(rho), sigma_min
-        self.S_churn, self.S_tmin, self.S_tmax, self.S_noise = float(S_churn), float(S_tmin), float(S_tmax), float(S_noise)
+        self.S_churn, self.S_tmin = float(S_churn), float(S_tmin)
+        self.S_tmax, self.S_noise = float(S_tmax), float(S_noise)
         self.t_end, self.check_finite = t_end, bool(check_finite)
 
     @property
@@ -72,46 +90,45 @@ class EDMHeunSampler(GridSampler):
         """True with churn (``S_churn > 0``)."""
         return self.S_churn > 0
 
-    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
+    def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, HeunPlan]:
         """EDM's times and levels, and the churned levels ``sigma_hat_i`` with their times and ``alpha``."""
         process = run.process
         grid, sig = edm_times(process, t_start, t_end, self.steps, self.rho, self.sigma_min)
         n = grid.numel() - 1
-        sig_l = sig.tolist()
-        # churn (Alg. 2): sigma_hat_i and its time, computed before the loop
-        top = sig_l[0]
-        gamma = [min(self.S_churn / n, math.sqrt(2.0) - 1.0) if self.S_tmin <= sig_l[i] <= self.S_tmax else 0.0
+        sigma = sig.tolist()
+        top = sigma[0]
+        gamma = [min(self.S_churn / n, math.sqrt(2.0) - 1.0) if self.S_tmin <= sigma[i] <= self.S_tmax else 0.0
                  for i in range(n)] if self.S_churn > 0 else [0.0] * n
-        sig_hat = [min(sig_l[i] * (1.0 + gamma[i]), top) for i in range(n)]
-        churned = [i for i in range(n) if sig_hat[i] > sig_l[i]]
+        sigma_hat = [min(sigma[i] * (1.0 + gamma[i]), top) for i in range(n)]
+        churned = [i for i in range(n) if sigma_hat[i] > sigma[i]]
         t_hat = grid[:n].clone()
         if churned:
-            t_hat[churned] = t_from_scaled_sigma(process, torch.tensor([sig_hat[i] for i in churned],
+            t_hat[churned] = t_from_scaled_sigma(process, torch.tensor([sigma_hat[i] for i in churned],
                                                                        dtype=torch.float64))
-        a = GridCoefficients.of(process, grid).alpha
-        a_hat = GridCoefficients.of(process, t_hat).alpha if churned else a[:n]
-        return grid, (sig_l, sig_hat, a, a_hat, t_hat.to(device=run.device, dtype=run.dtype))
+        alpha = GridCoefficients.of(process, grid).alpha
+        alpha_hat = GridCoefficients.of(process, t_hat).alpha if churned else alpha[:n]
+        return grid, HeunPlan(sigma, sigma_hat, alpha, alpha_hat, t_hat.to(device=run.device, dtype=run.dtype))
 
-    def _start(self, run: GridRun, x: Tensor) -> Tensor:
+    def start(self, run: GridRun, x: Tensor) -> Tensor:
         """EDM's variable ``y = x / alpha_{t_max}``."""
-        return x / run.plan[2][0]
+        return x / run.plan.alpha[0]
 
-    def _output(self, run: GridRun, k: int, y: Tensor) -> Tensor:
+    def output(self, run: GridRun, k: int, y: Tensor) -> Tensor:
         """``x = alpha_{t_k} y``."""
-        return run.plan[2][k] * y
+        return run.plan.alpha[k] * y
 
-    def _step(self, run: GridRun, i: int, y: Tensor) -> Tensor:
+    def step(self, run: GridRun, i: int, y: Tensor) -> Tensor:
         """Churn, an Euler step in ``sigma`` and, unless ``sigma_{i+1} = 0``, Heun's correction (Alg. 2)."""
-        sig_l, sig_hat, a, a_hat, times_hat = run.plan
-        s_i, s_hat, s_next = sig_l[i], sig_hat[i], sig_l[i + 1]
+        plan = run.plan
+        s_i, s_hat, s_next = plan.sigma[i], plan.sigma_hat[i], plan.sigma[i + 1]
         if s_hat > s_i:
             y = y + math.sqrt(s_hat * s_hat - s_i * s_i) * self.S_noise * run.noise()
-        d = (y - run.x0(a_hat[i] * y, times_hat[i].expand(run.batch))) / s_hat
+        d = (y - run.x0(plan.alpha_hat[i] * y, plan.t_hat[i].expand(run.batch))) / s_hat
         y_next = y + (s_next - s_hat) * d
         if s_next > 0:
-            d2 = (y_next - run.x0(a[i + 1] * y_next, run.at(i + 1))) / s_next
+            d2 = (y_next - run.x0(plan.alpha[i + 1] * y_next, run.at(i + 1))) / s_next
             y_next = y + (s_next - s_hat) * (0.5 * d + 0.5 * d2)
         return y_next
 
-    def _describe(self, run: GridRun) -> str:
+    def describe(self, run: GridRun) -> str:
         return f"steps={run.n}, rho={self.rho:g}, S_churn={self.S_churn:g}"

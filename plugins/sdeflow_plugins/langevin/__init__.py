@@ -1,13 +1,12 @@
 """Plugin ``langevin``: annealed Langevin dynamics (Song & Ermon 2019)."""
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .sampler import AnnealedLangevinSampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry: RegistryView) -> None:
+def sdeflow_register_samplers(registry: sdeflow.RegistryView) -> None:
     """Register ``langevin``."""
     registry.add("langevin", AnnealedLangevinSampler)
 

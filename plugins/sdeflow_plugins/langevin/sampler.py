@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.solvers.common import check_positive_int
-from sdeflow.solvers.grid_sampler import GridRun, GridSampler
-from sdeflow.solvers.grids import reverse_grid
-
+from sdeflow.solvers import GridRun, GridSampler, check_positive_int, reverse_grid
 
 #: the default relative step ``alpha_i / sigma_i^2``: NCSN's ``eps / sigma_L^2 = 2e-5 / 0.01^2``
 #: (Song & Ermon 2019, Sec. 5), kept for every last level ``sigma_L``
 DEFAULT_RELATIVE_STEP = 0.2
 STEP_RULES = ("ncsn", "ncsnv2")
+
+
+@dataclass(frozen=True)
+class LangevinPlan:
+    """The levels' step sizes ``alpha_i`` and noise scales ``sqrt(alpha_i)`` on the model's device."""
+
+    levels: int
+    step_size: Tensor
+    noise_scale: Tensor
 
 
 def ncsnv2_relative_step(n_steps_each: int, gamma: float) -> float:
@@ -111,9 +117,9 @@ class AnnealedLangevinSampler(GridSampler):
         self.step_rule, self.n_steps_each, self.num_scales = step_rule, int(n_steps_each), num_scales
         self.denoise, self.t_end, self.check_finite = bool(denoise), t_end, bool(check_finite)
 
-    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
+    def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, LangevinPlan]:
         """The levels, each repeated ``T`` times (step ``k`` runs at level ``k // T``: the grid point
-        after it), and the step sizes ``alpha_i`` with their square roots."""
+        after it), and the step sizes ``alpha_i``."""
         process = run.process
         steps = None if self.num_scales is None else self.num_scales - 1
         if process.discrete_times() is None and steps is None:
@@ -125,7 +131,7 @@ class AnnealedLangevinSampler(GridSampler):
         else:
             alphas = self.relative_step(sig.tolist()) * sig * sig
         grid = torch.cat([levels[:1], levels.repeat_interleave(self.n_steps_each)])
-        return grid, (levels.numel(), alphas, alphas.sqrt())
+        return grid, LangevinPlan(levels.numel(), alphas, alphas.sqrt())
 
     def relative_step(self, sigmas: list[float]) -> float:
         """The default ``alpha_i / sigma_i^2`` for the levels ``sigmas`` (descending)."""
@@ -134,14 +140,14 @@ class AnnealedLangevinSampler(GridSampler):
         gamma = (sigmas[0] / sigmas[-1]) ** (1.0 / (len(sigmas) - 1))
         return ncsnv2_relative_step(self.n_steps_each, gamma)
 
-    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+    def step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
         """``x + alpha_i / 2 score(x, t_i) + sqrt(alpha_i) z`` at level ``i = k // T``."""
-        _, alphas, roots = run.plan
         i = k // self.n_steps_each
-        return x + 0.5 * alphas[i] * run.evaluator(x, run.at(k + 1)) + roots[i] * run.noise()
+        alpha_i = run.plan.step_size[i]
+        return x + 0.5 * alpha_i * run.score(x, run.at(k + 1)) + run.plan.noise_scale[i] * run.noise()
 
-    def _describe(self, run: GridRun) -> str:
-        return f"{run.plan[0]} levels x {self.n_steps_each} steps"
+    def describe(self, run: GridRun) -> str:
+        return f"{run.plan.levels} levels x {self.n_steps_each} steps"
 
-    def _step_label(self, run: GridRun, step: int) -> str:
-        return f"noise level {(step - 1) // self.n_steps_each + 1} of {run.plan[0]}"
+    def step_label(self, run: GridRun, step: int) -> str:
+        return f"noise level {(step - 1) // self.n_steps_each + 1} of {run.plan.levels}"

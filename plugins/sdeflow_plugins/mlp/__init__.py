@@ -1,13 +1,12 @@
 """Plugin ``mlp``: a time-conditioned MLP for vector data."""
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .network import TimeMLP, sinusoidal_embedding
 
 
 @sdeflow.hookimpl
-def sdeflow_register_models(registry: RegistryView) -> None:
+def sdeflow_register_models(registry: sdeflow.RegistryView) -> None:
     """Register ``mlp``."""
     registry.add("mlp", TimeMLP)
 

@@ -1,13 +1,13 @@
-"""A time-conditioned MLP for vector data (the "SimpleNet" of reference text 001, generalised)."""
+"""A time-conditioned MLP for vector data: residual blocks with the sinusoidal time embedding of Ho et al.
+2020 (App. B) added to every hidden layer."""
 
 from __future__ import annotations
 
 from einops import rearrange
 from torch import Tensor, nn
 
-from sdeflow.core.embeddings import sinusoidal_embedding
+from sdeflow import sinusoidal_embedding
 from sdeflow.errors import OptionError, ShapeError
-
 
 _ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 

@@ -1,13 +1,12 @@
 """Plugin ``ncsn``: noise-conditional score networks' geometric noise levels (Song & Ermon 2019)."""
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .process import NCSNProcess
 
 
 @sdeflow.hookimpl
-def sdeflow_register_processes(registry: RegistryView) -> None:
+def sdeflow_register_processes(registry: sdeflow.RegistryView) -> None:
     """Register ``ncsn``."""
     registry.add("ncsn", NCSNProcess)
 

@@ -7,9 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from sdeflow import ForwardProcess, ScoreModel
+from sdeflow import ForwardProcess, ScoreModel, denoising_score_matching, rand
 from sdeflow.errors import OptionError
-from sdeflow.utils.shapes import rand
 
 
 class NCSNProcess(ForwardProcess):
@@ -79,8 +78,6 @@ class NCSNProcess(ForwardProcess):
 
     def default_loss(self, score_model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """NCSN's objective: denoising score matching with ``lambda(sigma) = sigma^2`` (Eq. 6)."""
-        from sdeflow.core.losses import denoising_score_matching
-
         return denoising_score_matching(score_model, x0, generator=generator, weighting="sigma2")
 
     def extra_repr(self) -> str:

@@ -1,13 +1,12 @@
 """Plugin ``ode``: probability-flow ODE sampling through torchdiffeq."""
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .sampler import ODESampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry: RegistryView) -> None:
+def sdeflow_register_samplers(registry: sdeflow.RegistryView) -> None:
     """Register ``ode``."""
     registry.add("ode", ODESampler)
 

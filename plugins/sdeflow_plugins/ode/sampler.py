@@ -6,16 +6,17 @@ from typing import Any
 
 import torch
 
-from sdeflow import SampleResult, Sampler, ScoreModel
-from sdeflow.errors import OptionError
-from sdeflow.solvers.common import check_positive_int, final_step_label, resolve_interval, stop_time
-from sdeflow.solvers.ode import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, ODE_METHODS, ODE_ORDER, FlowField,
-                                     integrate_ode, ode_failures)
-from sdeflow.solvers.run import SamplingRun
-
-ADAPTIVE_ORDER = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
-DEFAULT_FIXED_STEPS = 100
-DEFAULT_TOL = 1e-5
+from sdeflow import Sampler, SampleResult, ScoreModel
+from sdeflow.solvers import (
+    ODE_ORDER,
+    FlowField,
+    SamplingRun,
+    check_ode_options,
+    integrate_ode,
+    ode_failures,
+    resolve_interval,
+    stop_time,
+)
 
 
 class ODESampler(Sampler):
@@ -59,23 +60,10 @@ class ODESampler(Sampler):
     def __init__(self, method: str = "dopri5", rtol: float | None = None, atol: float | None = None,
                  steps: int | None = None, denoise: bool = False, t_end: float | None = None,
                  options: dict[str, Any] | None = None, check_finite: bool = True) -> None:
-        if method not in ODE_METHODS:
-            raise OptionError(f"unknown ode method {method!r}; valid: {', '.join(ODE_METHODS)}")
-        check_positive_int("steps", steps)
-        if method in ADAPTIVE_METHODS and steps is not None:
-            raise OptionError(f"steps={steps} was given to the adaptive method {method!r}, which chooses its own "
-                              f"steps from rtol/atol; use a fixed-grid method ({', '.join(FIXED_GRID_METHODS)}) "
-                              "for a fixed number of steps")
-        if method in FIXED_GRID_METHODS and (rtol is not None or atol is not None):
-            raise OptionError(f"rtol/atol were given to the fixed-grid method {method!r}, which ignores them; "
-                              f"use steps=..., or an adaptive method ({', '.join(ADAPTIVE_METHODS)})")
-        for name, v in (("rtol", rtol), ("atol", atol)):
-            if v is not None and not float(v) > 0:
-                raise OptionError(f"{name} must be positive, got {v!r}")
+        _, self.rtol, self.atol = check_ode_options(method, steps, rtol, atol)
         self.method, self.steps = method, steps
-        self.rtol = DEFAULT_TOL if rtol is None else float(rtol)
-        self.atol = DEFAULT_TOL if atol is None else float(atol)
-        self.denoise, self.t_end, self.solver_options, self.check_finite = bool(denoise), t_end, options, bool(check_finite)
+        self.denoise, self.t_end, self.solver_options = bool(denoise), t_end, options
+        self.check_finite = bool(check_finite)
 
     @property
     def requires_gaussian_marginals(self) -> bool:  # type: ignore[override]
@@ -86,49 +74,35 @@ class ODESampler(Sampler):
     @property
     def order(self) -> float:  # type: ignore[override]
         """Classical order of the method."""
-        return float(ODE_ORDER.get(self.method) or ADAPTIVE_ORDER[self.method])
+        return float(ODE_ORDER[self.method])
 
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
                 callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        process = score_model.process
-        t_start, t_end = resolve_interval(process, self.t_end)
-        t_stop = stop_time(score_model, t_end)
-        fixed = self.method in FIXED_GRID_METHODS
-        steps = (self.steps or DEFAULT_FIXED_STEPS) if fixed else None
-        run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory)
-        evaluator = run.evaluator
-        field = FlowField(process.probability_flow(evaluator), process, shape[0],
-                          t_floor=t_stop)
-        where = f"sampler 'ode' (method={self.method!r}" + (f", steps={steps})" if fixed else ")")
-        count = [0]
-        starts: list[int] = []  # evaluations made before each step began (host ints, no sync)
-        integration_nfe = [0]  # evaluations made by the solver (the rest: the final step)
-        run.observe_steps(t_start - t_stop, f"ode/{self.method}", by_time=True)
+        steps = check_ode_options(self.method, self.steps, None, None)[0]  # None for an adaptive method
+        where = f"sampler 'ode' (method={self.method!r}" + (f", steps={steps})" if steps is not None else ")")
+        count = 0  # the solver's steps, accepted steps for an adaptive method
+        with SamplingRun(score_model, shape, generator, check_finite=self.check_finite, callback=callback,
+                         progress=progress, return_trajectory=return_trajectory) as run:
+            t_start, t_end = resolve_interval(run.process, self.t_end)
+            t_stop = stop_time(score_model, t_end)
+            field = FlowField(run.process.probability_flow(run.score), run.process, run.batch,
+                              t_floor=t_stop)
+            run.observe_steps(t_start - t_stop, f"ode/{self.method}", by_time=True)
 
-        def on_step(t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
-            # torchdiffeq calls this before each (accepted) step with the state it starts from
-            count[0] += 1
-            starts.append(evaluator.nfe)
-            if count[0] > 1:
-                run.observe(count[0] - 1, t0, y0)
+            def on_step(t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+                # torchdiffeq calls this before each (accepted) step with the state it starts from
+                nonlocal count
+                count += 1
+                run.begin_step()
+                if count > 1:
+                    run.observe(count - 1, t0, y0)
 
-        def step_of(t: float) -> str:
-            # the step during which the first non-finite evaluation happened (fixed grids only)
-            step = run.step_of_first_nonfinite(starts, integration_nfe[0])
-            if step is None:
-                return f"{final_step_label(self.denoise, t_stop, t_end)} after step {steps} of {steps}"
-            return f"step {step} of {steps}"
-
-        with torch.no_grad():
             x = run.prior()
-            run.observe(0, torch.tensor(t_start, dtype=x.dtype, device=x.device), x)
-            try:
-                with ode_failures(evaluator, where):
-                    x = integrate_ode(field, x, t_start, t_stop, self.method, steps, self.rtol, self.atol,
-                                      self.solver_options, on_step)
-            finally:
-                run.close()
-            integration_nfe[0] = evaluator.nfe
-            run.observe(count[0], torch.tensor(t_stop, dtype=x.dtype, device=x.device), x)
+            run.observe(0, t_start, x)
+            with run.stepping(), ode_failures(run.evaluator, where):
+                x = integrate_ode(field, x, t_start, t_stop, self.method, steps, self.rtol, self.atol,
+                                  self.solver_options, on_step)
+            run.observe(count, t_stop, x)
             x = run.finish(x, t_stop, t_end, self.denoise)
-        return run.result(x, where, step_of if fixed else None, steps=steps if fixed else count[0])
+        return run.result(x, where, steps=steps if steps is not None else count,
+                          step_label=(lambda step: f"step {step} of {steps}") if steps is not None else None)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+import sdeflow
 from sdeflow.errors import OptionError
-from sdeflow.solvers.predictor_corrector import Corrector, PCContext
-from sdeflow.utils.shapes import append_dims
+from sdeflow.solvers import Corrector, PCContext
 
 NORMS = ("batch", "sample")
 
@@ -41,7 +41,7 @@ class LangevinCorrector(Corrector):
 
     def step(self, ctx: PCContext, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
         """One Langevin step at ``t``."""
-        a_ts = ctx.transition(t, t_next)[4]
+        a_ts = ctx.transition(t, t_next).alpha_ts
         grad = ctx.score(x, t)
         z = ctx.noise()
         gn = torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1)
@@ -49,7 +49,7 @@ class LangevinCorrector(Corrector):
         if self.norm == "batch":
             gn, zn = gn.mean(), zn.mean()
         ratio = self.snr * zn / gn
-        eps = 2.0 * a_ts * a_ts * append_dims(ratio * ratio, x.ndim) if self.norm == "sample" \
+        eps = 2.0 * a_ts * a_ts * sdeflow.append_dims(ratio * ratio, x.ndim) if self.norm == "sample" \
             else 2.0 * a_ts * a_ts * ratio * ratio
         x_mean = x + eps * grad
         return x_mean + torch.sqrt(2.0 * eps) * z, x_mean

@@ -5,11 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+import sdeflow
 from sdeflow.errors import OptionError
-from sdeflow.solvers.predictor_corrector import PCContext, Predictor
-from sdeflow.utils.shapes import append_dims
-
-ANCESTRAL_VARIANCES = ("posterior", "forward")
+from sdeflow.solvers import ANCESTRAL_VARIANCES, PCContext, Predictor, ancestral_step
 
 
 class EulerMaruyamaPredictor(Predictor):
@@ -27,7 +25,7 @@ class EulerMaruyamaPredictor(Predictor):
         """One Euler-Maruyama step of the reverse SDE from ``t`` to ``t_next``."""
         dt = t - t_next
         tv = t.expand(x.shape[0])
-        g = append_dims(ctx.process.diffusion(tv), x.ndim)
+        g = sdeflow.append_dims(ctx.process.diffusion(tv), x.ndim)
         drift = ctx.process.drift(x, tv) - g * g * ctx.score(x, t)
         x_mean = x - drift * dt
         return x_mean + g * torch.sqrt(dt) * ctx.noise(), x_mean
@@ -48,17 +46,15 @@ class ReverseDiffusionPredictor(Predictor):
 
     def step(self, ctx: PCContext, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
         """One reverse-diffusion step from ``t`` to ``t_next``."""
-        _, _, _, _, a_ts, var = ctx.transition(t, t_next)
-        x_mean = x - (a_ts - 1.0) * x + var * ctx.score(x, t)
-        return x_mean + torch.sqrt(var) * ctx.noise(), x_mean
+        tr = ctx.transition(t, t_next)
+        x_mean = x - (tr.alpha_ts - 1.0) * x + tr.var_ts * ctx.score(x, t)
+        return x_mean + torch.sqrt(tr.var_ts) * ctx.noise(), x_mean
 
 
 class AncestralSamplingPredictor(Predictor):
     """Ancestral sampling (Song et al. 2021, App. F, Eq. 47 for VE; Ho et al. 2020, Alg. 2 for VP):
-    draw from ``q(x_s | x_t, x_0 = x0_theta(x_t))`` with ``x0_theta = (x_t + sigma_t^2 score) / alpha_t``:
-
-        mean = alpha_{t|s} sigma_s^2 / sigma_t^2 x_t + alpha_s sigma_{t|s}^2 / sigma_t^2 x0_theta,
-        var  = sigma_{t|s}^2 sigma_s^2 / sigma_t^2 ("posterior") or sigma_{t|s}^2 ("forward").
+    draw from ``q(x_s | x_t, x_0 = x0_theta(x_t))`` with ``x0_theta = (x_t + sigma_t^2 score) / alpha_t``
+    (:func:`sdeflow.solvers.ancestral_step`, the ``ancestral`` sampler's step).
 
     For VE the posterior form is Song et al.'s ``x + (sigma_t^2 - sigma_s^2) score`` with variance
     ``sigma_s^2 (sigma_t^2 - sigma_s^2) / sigma_t^2``; for VP the mean is DDPM's
@@ -79,12 +75,10 @@ class AncestralSamplingPredictor(Predictor):
 
     def step(self, ctx: PCContext, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
         """One ancestral step from ``t`` to ``t_next``."""
-        a_t, s_t, a_s, s_s, a_ts, var_ts = ctx.transition(t, t_next)
-        s2t = s_t * s_t
-        x0 = (x + s2t * ctx.score(x, t)) / a_t
-        x_mean = (a_ts * s_s * s_s / s2t) * x + (a_s * var_ts / s2t) * x0
-        var = var_ts * s_s * s_s / s2t if self.variance == "posterior" else var_ts
-        return x_mean + torch.sqrt(var) * ctx.noise(), x_mean
+        a_t, s_t = ctx.marginal(t)
+        a_s, s_s = ctx.marginal(t_next)
+        x0 = (x + s_t * s_t * ctx.score(x, t)) / a_t
+        return ancestral_step(x, x0, a_t, s_t, a_s, s_s, ctx.noise(), self.variance)
 
 
 class NonePredictor(Predictor):

@@ -7,23 +7,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
+import sdeflow
 from sdeflow import ScoreModel
 from sdeflow.errors import IncompatibleError, OptionError, PluginError
-from sdeflow.solvers.common import check_positive_int
-from sdeflow.solvers.grid_sampler import GridRun, GridSampler
-from sdeflow.solvers.grids import reverse_grid
-from sdeflow.solvers.predictor_corrector import Corrector, PCContext, Predictor
-from sdeflow.solvers.schedules import SCHEDULES, solver_times
+from sdeflow.solvers import (
+    SCHEDULES,
+    Corrector,
+    GridRun,
+    GridSampler,
+    PCContext,
+    Predictor,
+    check_positive_int,
+    reverse_grid,
+    solver_times,
+)
 
 
 def _build(kind: str, name: str, options: dict[str, Any]) -> Any:
-    from sdeflow.plugins.api import create_component  # at construction time, never while plugins load
-
-    obj = create_component(kind, name, **options)
+    obj = sdeflow.create_component(kind, name, **options)  # at construction time, never while plugins load
     base = Predictor if kind == "predictor" else Corrector
     if not isinstance(obj, base):
-        raise PluginError(f"{kind} {name!r} built a {type(obj).__name__}, not a "
-                          f"sdeflow.solvers.predictor_corrector.{base.__name__}")
+        raise PluginError(f"{kind} {name!r} built a {type(obj).__name__}, not a sdeflow.solvers.{base.__name__}")
     return obj
 
 
@@ -51,8 +55,8 @@ class PCSampler(GridSampler):
             discrete process when ``schedule`` is left ``None``).
         schedule: ``None`` (default): the process's own chain (DDPM, NCSN; fewer ``steps`` stride
             it evenly, more are capped at the chain), else ``steps`` uniform in time; or one of
-            ``"time_uniform"``, ``"logSNR"``, ``"time_quadratic"``, ``"chain"``
-            (:func:`sdeflow.solvers.schedules.solver_times`).
+            ``"time_uniform"``, ``"logSNR"``, ``"logSNR_edm"``, ``"time_quadratic"``, ``"chain"``
+            (:func:`sdeflow.solvers.solver_times`).
         predictor_options: further options of the predictor.
         corrector_options: further options of the corrector.
         denoise: finish with ``E[x_0 | x_{t_end}]`` (one evaluation).
@@ -67,8 +71,6 @@ class PCSampler(GridSampler):
                  predictor_options: dict[str, Any] | None = None,
                  corrector_options: dict[str, Any] | None = None, denoise: bool = True, t_end: float | None = None,
                  check_finite: bool = True) -> None:
-        from sdeflow.plugins.api import component_options
-
         check_positive_int("steps", steps)
         if schedule is not None and (not isinstance(schedule, str) or schedule not in SCHEDULES):
             raise OptionError(f"unknown schedule {schedule!r}; valid: None (the process's chain or uniform time), "
@@ -77,7 +79,7 @@ class PCSampler(GridSampler):
             raise OptionError(f"n_corrector_steps must be an integer >= 0, got {n_corrector_steps!r}")
         copts = dict(corrector_options or {})
         if snr is not None:
-            if "snr" not in component_options("corrector", corrector):
+            if "snr" not in sdeflow.component_options("corrector", corrector):
                 raise OptionError(f"snr={snr!r} is an option of the Langevin corrector; corrector {corrector!r} "
                                   "does not take it (drop snr, or use corrector='langevin')")
             if "snr" in copts:
@@ -131,16 +133,15 @@ class PCSampler(GridSampler):
                 )
         super().check_compatible(score_model)
 
-    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
-        """The grid and the components' :class:`PCContext`."""
+    def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, PCContext]:
+        """The grid and the components' :class:`~sdeflow.solvers.PCContext`."""
         if self.schedule is None:
             grid = reverse_grid(run.process, t_start, t_end, self.steps, default_steps=1000)
         else:
             grid = solver_times(run.process, t_start, t_end, self.steps or 1000, self.schedule)
-        return grid, PCContext(run.process, run.evaluator, run.shape, run.generator, torch.device(run.device),
-                               run.dtype)
+        return grid, PCContext(run.process, run.score, run.shape, run.generator, torch.device(run.device), run.dtype)
 
-    def _step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+    def step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
         """``n_corrector_steps`` corrector steps at ``t_k``, then the predictor step to ``t_{k+1}``."""
         ctx, t, t_next = run.plan, run.times[k], run.times[k + 1]
         for _ in range(self.n_corrector_steps):
@@ -148,5 +149,5 @@ class PCSampler(GridSampler):
         x, _ = self.predictor_step.step(ctx, x, t, t_next)
         return x
 
-    def _describe(self, run: GridRun) -> str:
+    def describe(self, run: GridRun) -> str:
         return f"predictor={self.predictor!r}, corrector={self.corrector!r}, steps={run.n}"

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import torch
 
-from sdeflow import SampleResult, Sampler, ScoreModel
+from sdeflow import Sampler, SampleResult, ScoreModel
 from sdeflow.errors import OptionError
-from sdeflow.solvers.brownian import ScaledBrownian, StepNoise
-from sdeflow.solvers.common import (check_positive_int, final_step_label, resolve_interval, resolve_steps,
-                                       stop_time)
-from sdeflow.solvers.evaluator import ScoreEvaluator
-from sdeflow.solvers.run import SamplingRun
-from sdeflow.solvers.sde import SDE_METHODS, SDE_STRONG_ORDER, ReverseSDEStepTime, integrate_sde
+from sdeflow.solvers import (
+    SDE_METHODS,
+    SDE_STRONG_ORDER,
+    ReverseSDEStepTime,
+    SamplingRun,
+    ScaledBrownian,
+    StepNoise,
+    check_positive_int,
+    integrate_sde,
+    resolve_interval,
+    resolve_steps,
+    stop_time,
+)
 
 BROWNIAN = ("fast", "interval")
-#: score evaluations per step of each torchsde method on this SDE (diagonal noise; drift
-#: evaluations only: the diffusion needs no score). SRK (SRID2) re-evaluates the drift at its
-#: earlier stages inside every later stage: 1 + 2 + 3 + 4 = 10 evaluations per step.
-NFE_PER_STEP = {"euler": 1, "milstein": 1, "srk": 10, "euler_heun": 1, "heun": 2, "midpoint": 2,
-                "reversible_heun": 1, "log_ode": 2}
-#: evaluations before the first step (reversible Heun evaluates the drift at the initial state)
-NFE_SETUP = {"reversible_heun": 1}
 
 
 class SDESampler(Sampler):
@@ -45,8 +45,10 @@ class SDESampler(Sampler):
         check_finite: raise :class:`sdeflow.errors.NonFiniteError` naming the step and time
             where the score first became NaN/Inf.
 
-    Cost per step in score evaluations: :data:`NFE_PER_STEP` (``srk`` takes 10). Strong order on
-    this additive noise: :data:`sdeflow.solvers.sde.SDE_STRONG_ORDER`. ``reversible_heun``
+    Score evaluations per step: 1 (``euler``, ``milstein``, ``euler_heun``, ``reversible_heun``, which
+    also evaluates once before the first step), 2 (``heun``, ``midpoint``, ``log_ode``) and 10 (``srk``,
+    whose later stages re-evaluate the earlier ones: 1 + 2 + 3 + 4). Strong order on
+    this additive noise: :data:`sdeflow.solvers.SDE_STRONG_ORDER`. ``reversible_heun``
     is not dissipative (it can be run backwards), so on the strongly contracting reverse
     dynamics of a narrow data distribution its parasitic mode grows like
     ``exp(int |d drift / dx| dt)``: prefer ``heun``/``midpoint`` there.
@@ -83,50 +85,28 @@ class SDESampler(Sampler):
 
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
                 callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
-        run = SamplingRun(score_model, shape, generator, self.check_finite, callback, progress, return_trajectory)
-        process, evaluator = run.process, run.evaluator
-        t_start, t_end = resolve_interval(process, self.t_end)
-        t_stop = stop_time(score_model, t_end)
-        n = resolve_steps(self.steps, self.dt, t_start - t_stop, default=1000)
-        batch, dim = shape[0], int(torch.Size(shape[1:]).numel())
-        sde = ReverseSDEStepTime(process.reverse_sde(evaluator), process, shape, t_start, t_stop, n,
-                                 SDE_METHODS[self.method])
-        run.observe_steps(n, f"sde/{self.method}")
-        with torch.no_grad():
+        with SamplingRun(score_model, shape, generator, check_finite=self.check_finite, callback=callback,
+                         progress=progress, return_trajectory=return_trajectory) as run:
+            t_start, t_end = resolve_interval(run.process, self.t_end)
+            t_stop = stop_time(score_model, t_end)
+            n = resolve_steps(self.steps, self.dt, t_start - t_stop, default=1000)
+            batch, dim = shape[0], int(torch.Size(shape[1:]).numel())
+            sde = ReverseSDEStepTime(run.process.reverse_sde(run.score), run.process, shape, t_start, t_stop, n,
+                                     SDE_METHODS[self.method])
+            run.observe_steps(n, f"sde/{self.method}")
             x = run.prior()
             bm = self._brownian((batch, dim), generator, run.dtype, run.device, t_start - t_stop, n)
             on_step = None
-            if run.observer is not None:
-                t_kw = dict(dtype=x.dtype, device=x.device)
-                run.observe(0, torch.tensor(t_start, **t_kw), x)
+            if run.observing:
+                run.observe(0, t_start, x)
 
                 def on_step(k: int, y: torch.Tensor) -> None:
-                    t_k = t_stop if k + 1 == n else t_start - (k + 1) * sde.h
-                    run.observe(k + 1, torch.tensor(t_k, **t_kw), y.reshape(shape))
+                    run.observe(k + 1, t_stop if k + 1 == n else t_start - (k + 1) * sde.h, y.reshape(shape))
 
-            try:
-                y = integrate_sde(sde, x.reshape(batch, dim), self.method, bm, on_step)
-            finally:
-                run.close()
+            y = integrate_sde(sde, x.reshape(batch, dim), self.method, bm, on_step, steps=run.steps(n))
             x = run.finish(y.reshape(shape), t_stop, t_end, self.denoise)
-        final = final_step_label(self.denoise, t_stop, t_end)
-        return run.result(x, f"sampler 'sde' (method={self.method!r}, steps={n})",
-                          lambda t: self._step_of(evaluator, sde, n, t, final), steps=n)
-
-    def _step_of(self, evaluator: ScoreEvaluator, sde: ReverseSDEStepTime, n: int, t: float,
-                 final: str = "the final denoising") -> str:
-        """The step of the first non-finite score evaluation, from its evaluation number (exact:
-        torchsde's fixed-step methods evaluate the drift a fixed number of times per step), or
-        from its time for a method without an entry in :data:`NFE_PER_STEP`."""
-        first = evaluator.first_nonfinite()
-        per = NFE_PER_STEP.get(self.method)
-        if first is None or per is None:
-            return sde.step_of_time(t)
-        j = first[1] - NFE_SETUP.get(self.method, 0)  # 1-based evaluation count within the steps
-        step = max(1, (j - 1) // per + 1)
-        if step > n:
-            return f"{final} after step {n} of {n}"
-        return f"step {step} of {n}"
+        return run.result(x, f"sampler 'sde' (method={self.method!r}, steps={n})", steps=n,
+                          step_label=lambda step: f"step {step} of {n}")
 
     def _brownian(self, size: tuple[int, int], generator: torch.Generator | None, dtype: torch.dtype,
                   device: torch.device, span: float, n: int):  # type: ignore[no-untyped-def]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sdeflow import ForwardProcess
-from sdeflow_plugins.vp.linear_beta import LinearBeta
+from sdeflow import ForwardProcess, LinearBeta
 
 
 class SubVPProcess(LinearBeta, ForwardProcess):

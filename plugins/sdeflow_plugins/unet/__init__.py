@@ -1,13 +1,12 @@
 """Plugin ``unet``: the diffusion UNet for images (Ho et al. 2020; Nichol & Dhariwal 2021)."""
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .network import UNet
 
 
 @sdeflow.hookimpl
-def sdeflow_register_models(registry: RegistryView) -> None:
+def sdeflow_register_models(registry: sdeflow.RegistryView) -> None:
     """Register ``unet``."""
     registry.add("unet", UNet)
 

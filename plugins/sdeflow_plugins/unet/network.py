@@ -8,12 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdeflow.core.embeddings import sinusoidal_embedding
+from sdeflow import sinusoidal_embedding
 from sdeflow.errors import OptionError, ShapeError
 
 from .blocks import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, zero_
-from .options import (check_cond_range, check_unit_float, heads_for, positive_int, resolve_attention,
-                      resolve_channel_mult)
+from .options import (
+    check_cond_range,
+    check_unit_float,
+    heads_for,
+    positive_int,
+    resolve_attention,
+    resolve_channel_mult,
+)
 
 
 class _Level(nn.ModuleList):
@@ -151,10 +157,13 @@ class UNet(nn.Module):
         lo, hi = self.cond_range
         u = (t.to(work) - lo) / (hi - lo)
         sin = sinusoidal_embedding(u, self.embed_dim, self.time_scale)
-        return self.time_mlp(sin.to(self.time_mlp[0].weight.dtype))
+        first = self.time_mlp[0]
+        assert isinstance(first, nn.Linear)
+        return self.time_mlp(sin.to(first.weight.dtype))
 
     def forward(self, x: Tensor, t_cond: Tensor) -> Tensor:
-        """Predict a tensor shaped like ``x`` (``(batch, in_channels, s, s)``) at conditioning ``t_cond`` (``(batch,)``)."""
+        """Predict a tensor shaped like ``x`` (``(batch, in_channels, s, s)``) at the conditioning ``t_cond``
+        (``(batch,)``)."""
         c, s = self.in_channels, self.image_size
         if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (c, s, s):
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__

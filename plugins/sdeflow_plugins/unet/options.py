@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from sdeflow.errors import OptionError
-from sdeflow.solvers.common import check_positive_int
+from sdeflow.solvers import check_positive_int
 
 #: default channel multipliers by number of resolution levels (the "auto" choice)
 AUTO_MULTS: tuple[tuple[int, ...], ...] = ((1,), (1, 2), (1, 2, 2))
@@ -17,7 +17,7 @@ def positive_int(name: str, value: object) -> int:
         check_positive_int(f"unet: {name}", value if value is not None else 0)
     except (TypeError, ValueError) as exc:
         raise OptionError(f"unet: {name} must be a positive integer, got {value!r}") from exc
-    return int(value)  # type: ignore[arg-type]
+    return int(value)  # type: ignore[call-overload]  # checked above
 
 
 def auto_channel_mult(image_size: int) -> tuple[int, ...]:

@@ -1,13 +1,12 @@
 """Plugin ``unipc``: UniPC (UniP-p predictor + UniC corrector, data prediction) for any Gaussian-marginal process."""
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .sampler import UniPCSampler
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry: RegistryView) -> None:
+def sdeflow_register_samplers(registry: sdeflow.RegistryView) -> None:
     """Register ``unipc``."""
     registry.add("unipc", UniPCSampler)
 

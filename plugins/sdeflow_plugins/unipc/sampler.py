@@ -3,98 +3,39 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from torch import Tensor
 
 from sdeflow.errors import OptionError
-from sdeflow.solvers.grid_sampler import GridRun
-from sdeflow.solvers.multistep import MultistepSampler, combine
-from sdeflow.solvers.schedules import schedule_label
+from sdeflow.solvers import GridCoefficients, GridRun, MultistepSampler, MultistepState, schedule_label
 
 #: the two choices of ``B(h)`` (Zhao et al. 2023, Sec. 3.3 and App. C), in the data-prediction form with
 #: ``hh = -h``: ``bh1``: ``B = hh``, ``bh2``: ``B = expm1(hh)``
 VARIANTS = ("bh1", "bh2")
 
 
-def unipc_weights(lam: list[float], alpha: list[float], sigma: list[float], k: int, order: int, variant: str,
-                  corrector: bool) -> tuple[float, list[float]]:
-    """Coefficients of UniPC's data-prediction update on the interval from ``s = t_k`` to ``t = t_{k+1}``
-    (Zhao et al. 2023, Alg. 1-3 with ``x0``-prediction; the ``bh`` variants of their code).
+@dataclass(frozen=True)
+class UniPCState(MultistepState):
+    """The loop state: ``x`` predicted at ``t_k``, the data predictions at ``t_{k-1}, t_{k-2}, ...``
+    (newest first) and the state ``x_prev`` the step to ``t_k`` started from (UniC corrects that step)."""
 
-    With ``h = lambda_t - lambda_s``, ``hh = -h``, ``h phi_1 = expm1(hh)``, ``B(h) = hh`` (bh1) or
-    ``expm1(hh)`` (bh2), the ratios ``r_j = (lambda_{t_{k-j}} - lambda_s) / h`` of the ``p - 1``
-    earlier points (``p = order``) and ``D_j = (m_{k-j} - m_k) / r_j``:
-
-    * UniP-p (the predictor, Eq. 8): ``x_t = sigma_t/sigma_s x_s - alpha_t h phi_1 m_k
-      - alpha_t B(h) sum_j rho_j D_j`` with ``rho = R_{p-1}^{-1} b_{p-1}`` (``rho = 1/2`` for ``p = 2``);
-    * UniC-p (the corrector, Eq. 9), given ``m_{k+1} = x0_theta(x_t)`` at the predicted point: the
-      same with the extra difference ``D_p = m_{k+1} - m_k`` at ``r_p = 1`` and ``rho = R_p^{-1} b_p``
-      (``rho = 1/2`` for ``p = 1``); it raises the order to ``p + 1`` without a new evaluation.
-
-    ``R_p`` is the Vandermonde matrix ``(r_j^(i-1))`` of ``r_1 .. r_p`` (``r_p = 1``) and
-    ``b_i = (i - 1)! h phi_{i+1}(hh) / B(h)`` with ``h phi_2 = h phi_1 / hh - 1``,
-    ``h phi_{i+1} = h phi_i / hh - 1 / i!`` (their ``g_i``).
-
-    Args:
-        lam: the grid's ``lambda = log(alpha / sigma)``.
-        alpha: the grid's ``alpha``.
-        sigma: the grid's ``sigma``.
-        k: the step (from ``t_k`` to ``t_{k+1}``).
-        order: ``p``.
-        variant: ``"bh1"`` or ``"bh2"``.
-        corrector: the corrector's weights (on ``m_{k+1}, m_k, m_{k-1}, ...``) instead of the
-            predictor's (on ``m_k, m_{k-1}, ...``).
-
-    Returns:
-        ``(c, w)``: the update is ``c x_s + sum_j w_j m_j``, the newest data prediction first.
-        A step to ``sigma_t = 0`` (``h = inf``, order 1) is ``x_t = alpha_t m_k``.
-    """
-    h = lam[k + 1] - lam[k]
-    ratio, a = sigma[k + 1] / sigma[k], alpha[k + 1]
-    hh = -h
-    h_phi1 = math.expm1(hh)
-    base = [-a * h_phi1]  # the first-order part: weight of m_k
-    n_rho = order if corrector else order - 1
-    if n_rho == 0:
-        return ratio, base
-    b_h = hh if variant == "bh1" else math.expm1(hh)
-    rks = [(lam[k - j] - lam[k]) / h for j in range(1, order)] + [1.0]
-    h_phi, fact, b = h_phi1 / hh - 1.0, 1.0, []
-    for i in range(1, order + 1):
-        b.append(h_phi * fact / b_h)
-        fact *= i + 1
-        h_phi = h_phi / hh - 1.0 / fact
-    if n_rho == 1:  # UniP-2 and UniC-1: the reference code's rho = 1/2 (exact to the order needed)
-        rho = [0.5]
-    else:
-        vander = np.array([[r ** i for r in rks[:n_rho]] for i in range(n_rho)], dtype=np.float64)
-        rho = np.linalg.solve(vander, np.array(b[:n_rho], dtype=np.float64)).tolist()
-    # - alpha_t B(h) sum_j rho_j (m_j - m_k) / r_j over the differences used
-    scale = -a * b_h
-    diffs = [(rho[j] / rks[j], j) for j in range(n_rho)]
-    w_k = base[0] - scale * sum(c for c, _ in diffs)
-    if corrector:
-        # D_p = m_{k+1} - m_k at r = 1 is the last one; the rest are the earlier points'
-        w_new = scale * rho[-1]
-        w_prev = [scale * c for c, j in diffs[:-1]]
-        return ratio, [w_new, w_k, *w_prev]
-    return ratio, [w_k, *[scale * c for c, _ in diffs]]
+    x_prev: Tensor | None = None
 
 
 class UniPCSampler(MultistepSampler):
     """UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of
     Diffusion Models"): the multistep predictor UniP-p and the corrector UniC-p with the data
-    prediction, written through ``alpha_t``, ``sigma_t`` and the log-SNR like ``dpm_solver``, so it
-    runs on every process with Gaussian marginals.
+    prediction, written through ``alpha_t``, ``sigma_t`` and ``lambda = log(alpha / sigma)`` like
+    ``dpm_solver``, so it runs on every process with Gaussian marginals.
 
     At every grid time ``t_k`` the data prediction ``m_k = x0_theta(x_k, t_k)`` is evaluated at the
-    predicted state; the corrector then replaces ``x_k`` with UniC's ``x_k^c`` (using ``m_k``) and the
-    predictor steps from ``x_k^c`` to ``t_{k+1}``. ``m_k`` is not re-evaluated at ``x_k^c``: the
-    corrector costs no evaluation, and ``steps`` steps cost ``steps`` evaluations. The last step is
-    not corrected (that would need one more evaluation). UniP-2 with ``bh2`` is DPM-Solver++(2M);
-    the corrector raises the order from ``p`` to ``p + 1``.
+    predicted state; UniC then re-takes the step that led to ``t_k`` with ``m_k`` (no new evaluation)
+    and UniP steps from the corrected state to ``t_{k+1}``. ``steps`` steps cost ``steps``
+    evaluations; the last step is not corrected. UniP-2 with ``bh2`` is DPM-Solver++(2M); the
+    corrector raises the order from ``p`` to ``p + 1``.
 
     Args:
         steps: number of steps = score evaluations (default 10); at least ``order``.
@@ -102,9 +43,9 @@ class UniPCSampler(MultistepSampler):
         variant: ``"bh2"`` (default, ``B = expm1(-h)``; the authors' choice for few steps of
             unconditional models) or ``"bh1"`` (``B = -h``).
         corrector: apply UniC (default); ``False`` gives the predictor alone (UniP-p).
-        schedule: ``"logSNR"`` (default), ``"time_uniform"``, ``"time_quadratic"``, ``"edm"``, ``"chain"``
-            or noise levels ``sigma_t / alpha_t`` (e.g. from :func:`sdeflow.calibrate_schedule`), as for
-            ``dpm_solver``.
+        schedule: ``"logSNR_edm"`` (default), ``"logSNR"``, ``"time_uniform"``, ``"time_quadratic"``,
+            ``"edm"``, ``"chain"`` or noise levels ``sigma_t / alpha_t`` (e.g. from
+            :func:`sdeflow.calibrate_schedule`), as for ``dpm_solver``.
         lower_order_final: lower orders on the last steps (as ``dpm_solver``).
         clip_x0: clamp every data prediction to ``[-clip_x0, clip_x0]``.
         t_end: final time (default ``t_min``).
@@ -114,10 +55,10 @@ class UniPCSampler(MultistepSampler):
     name = "unipc"
 
     def __init__(self, steps: int = 10, order: int = 2, variant: str = "bh2", corrector: bool = True,
-                 schedule: str | Sequence[float] = "logSNR", lower_order_final: bool = True,
+                 schedule: str | Sequence[float] = "logSNR_edm", lower_order_final: bool = True,
                  clip_x0: float | None = None, t_end: float | None = None, check_finite: bool = True) -> None:
-        self._set_options(steps, order, schedule, lower_order_final, clip_x0, t_end, check_finite,
-                          "UniPC-1, UniPC-2, UniPC-3: the predictor's order", f"UniPC-{order}", default_steps=10)
+        self.set_options(steps, order, schedule, lower_order_final, clip_x0, t_end, check_finite,
+                         "UniPC-1, UniPC-2, UniPC-3: the predictor's order", f"UniPC-{order}", default_steps=10)
         if variant not in VARIANTS:
             raise OptionError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         self.variant, self.corrector = variant, bool(corrector)
@@ -129,33 +70,71 @@ class UniPCSampler(MultistepSampler):
         caps["order"] = float(self.order + (1 if self.corrector else 0))
         return caps
 
-    def _plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, Any]:
-        """The grid, every step's predictor and corrector weights and an empty history."""
-        grid, co, orders = self._grid(run, t_start, t_end)
-        args = (co.lam, co.alpha, co.sigma)
-        pred = [unipc_weights(*args, k, q, self.variant, corrector=False) for k, q in enumerate(orders)]
-        # the corrector at t_k (k >= 1) corrects the step from t_{k-1}, with that step's order
-        corr = [None] + [unipc_weights(*args, k, q, self.variant, corrector=True) if self.corrector else None
-                         for k, q in enumerate(orders[:-1])]
-        return grid, (pred, corr, [])
+    def start(self, run: GridRun, x: Tensor) -> UniPCState:
+        """The prior draw, with no data prediction yet."""
+        return UniPCState(x, x_prev=x)
 
-    def _start(self, run: GridRun, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The state: the predicted ``x_k`` and the corrected ``x_{k-1}^c``."""
-        return x, x
-
-    def _output(self, run: GridRun, k: int, state: tuple[Tensor, Tensor]) -> Tensor:
-        return state[0]
-
-    def _step(self, run: GridRun, k: int, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def step(self, run: GridRun, k: int, state: UniPCState) -> UniPCState:
         """Evaluate ``m_k`` at the predicted ``x_k``, correct ``x_k`` (UniC), predict ``x_{k+1}`` (UniP)."""
-        pred, corr, history = run.plan
-        x, x_prev = state
-        history.insert(0, run.x0(x, run.at(k)))
-        del history[self.order + 1:]
-        if corr[k] is not None:
-            x = combine(*corr[k], x_prev, history)
-        return combine(*pred[k], x, history), x
+        co, orders = run.plan.coefficients, run.plan.orders
+        m = (run.x0(state.x, run.at(k)), *state.history)  # m_k, m_{k-1}, ...
+        x = state.x
+        if self.corrector and k > 0 and state.x_prev is not None:
+            # UniC-p on the step from t_{k-1} to t_k, with m_k as its new point
+            x = self.update(co, k - 1, orders[k - 1], state.x_prev, m[1], m[2:], m_next=m[0])
+        x_next = self.update(co, k, orders[k], x, m[0], m[1:])
+        return UniPCState(x_next, m[: self.order], x_prev=x)
 
-    def _describe(self, run: GridRun) -> str:
-        return f"order={self.order}, variant={self.variant!r}, corrector={self.corrector}, steps={run.n}, " \
-               f"schedule={schedule_label(self.schedule)}"
+    def update(self, co: GridCoefficients, k: int, p: int, x: Tensor, m: Tensor, earlier: Sequence[Tensor],
+               m_next: Tensor | None = None) -> Tensor:
+        """UniP-p (Zhao et al. 2023, Eq. 8; ``m_next`` omitted) or UniC-p (Eq. 9) from ``s = t_k`` to
+        ``t = t_{k+1}`` in the data-prediction form (their Alg. 2-3 with ``x0``-prediction):
+
+            x_t = sigma_t/sigma_s x_s - alpha_t h phi_1 m_s - alpha_t B(h) sum_j rho_j D_j,
+
+        ``h = lambda_t - lambda_s``, ``h phi_1 = expm1(-h)``, ``D_j = (m_{k-j} - m_s) / r_j`` with
+        ``r_j = (lambda_{t_{k-j}} - lambda_s) / h`` over the ``p - 1`` earlier points (and, for UniC,
+        ``D_p = m_next - m_s`` at ``r_p = 1``), and ``rho = R^{-1} b``: ``R = (r_j^(i-1))`` and
+        ``b_i = (i - 1)! h phi_{i+1}(-h) / B(h)`` (``rho = 1/2`` for one difference). A step to
+        ``sigma_t = 0`` (``h = inf``, order 1) is ``x_t = alpha_t m_s``.
+        """
+        lam, alpha, sigma = co.half_log_snr, co.alpha, co.sigma
+        h = lam[k + 1] - lam[k]
+        hh = -h
+        h_phi1 = math.expm1(hh)
+        x_t = (sigma[k + 1] / sigma[k]) * x - (alpha[k + 1] * h_phi1) * m
+        ratios = [(lam[k - j] - lam[k]) / h for j in range(1, p)]
+        diffs = [(m_j - m) / r for m_j, r in zip(earlier[: p - 1], ratios)]
+        if m_next is not None:
+            ratios.append(1.0)
+            diffs.append(m_next - m)
+        if not diffs:
+            return x_t
+        b_h = hh if self.variant == "bh1" else math.expm1(hh)
+        rho = self.rho(ratios, hh, b_h)
+        correction = rho[0] * diffs[0]
+        for rho_j, d_j in zip(rho[1:], diffs[1:]):
+            correction = correction + rho_j * d_j
+        return x_t - (alpha[k + 1] * b_h) * correction
+
+    @staticmethod
+    def rho(ratios: Sequence[float], hh: float, b_h: float) -> list[float]:
+        """The weights ``rho = R^{-1} b`` of the differences (Zhao et al. 2023, Alg. 2-3; their code's
+        ``rho = 1/2`` for one difference, exact to the order needed), from host floats."""
+        n = len(ratios)
+        if n == 1:
+            return [0.5]
+        h_phi, fact, b = math.expm1(hh) / hh - 1.0, 1.0, []
+        for i in range(1, n + 1):
+            b.append(h_phi * fact / b_h)
+            fact *= i + 1
+            h_phi = h_phi / hh - 1.0 / fact
+        vander = np.array([[r ** i for r in ratios] for i in range(n)], dtype=np.float64)
+        return [float(v) for v in np.linalg.solve(vander, np.array(b, dtype=np.float64))]
+
+    def describe(self, run: GridRun) -> str:
+        return (f"order={self.order}, variant={self.variant!r}, corrector={self.corrector}, steps={run.n}, "
+                f"schedule={schedule_label(self.schedule)}")
+
+
+__all__ = ["UniPCSampler"]

@@ -6,17 +6,15 @@ decoder. See ``docs/plugins/vdm.md``.
 """
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .decoder import decode_levels, decoder_log_probs, discretized_gaussian_log_prob, level_values
-from .loss import (VLBTerms, diffusion_loss, prior_loss, reconstruction_loss, vdm_loss, vlb_breakdown,
-                   vlb_terms)
+from .loss import VLBTerms, diffusion_loss, prior_loss, reconstruction_loss, vdm_loss, vlb_breakdown, vlb_terms
 from .process import VDMProcess
 from .schedule import GammaSchedule, LearnedGamma, LinearGamma
 
 
 @sdeflow.hookimpl
-def sdeflow_register_processes(registry: RegistryView) -> None:
+def sdeflow_register_processes(registry: sdeflow.RegistryView) -> None:
     """Register ``vdm``."""
     registry.add("vdm", VDMProcess)
 

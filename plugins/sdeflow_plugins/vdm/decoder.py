@@ -2,11 +2,11 @@
 
 Data take ``bins`` levels mapped onto ``data_range = (lo, hi)``: level ``k`` is
 ``x_k = lo + k Delta`` with ``Delta = (hi - lo) / (bins - 1)`` (8-bit images: ``bins = 256``,
-``x in {-1, -1 + 2/255, ..., 1}``, reference text 003; sklearn's 8x8 digits: ``bins = 17``). The
-map between levels and values is the core's, :func:`sdeflow.data.images.levels_to_signed` (with
-``max_level = bins - 1`` and ``value_range = data_range``) and :func:`sdeflow.data.images.signed_to_levels`.
+``x in {-1, -1 + 2/255, ..., 1}`` as in Kingma et al. 2021; sklearn's 8x8 digits: ``bins = 17``). The
+map between levels and values is the core's, :func:`sdeflow.levels_to_signed` (with
+``max_level = bins - 1`` and ``value_range = data_range``).
 
-The decoder (Kingma et al. 2021, the generative model's ``p(x | z_0)``; reference text 003's discretisation)
+The decoder (Kingma et al. 2021, the generative model's ``p(x | z_0)``, App. C)
 factorises over dimensions; each value's probability is the mass that the Gaussian
 ``N(z_0 / alpha_0, sigma_0^2 / alpha_0^2)`` puts on the value's bin,
 
@@ -15,7 +15,7 @@ factorises over dimensions; each value's probability is the mass that the Gaussi
 
 with the end bins open: ``(-inf, lo + Delta/2]`` and ``[hi - Delta/2, inf)``. The bins tile the
 real line, so the probabilities sum to one exactly. (``q(z_0 | x) = N(alpha_0 x, sigma_0^2)`` read
-as a function of ``x`` is the Gaussian above; reference text 003 uses ``m = z_0`` and
+as a function of ``x`` is the Gaussian above; the authors' code uses ``m = z_0`` and
 ``s = sigma_0``, which differ from it by ``alpha_0 = 1 - O(e^{gamma_0})``.)
 """
 
@@ -28,9 +28,8 @@ import torch
 from torch import Tensor
 from torch.special import log_ndtr
 
+from sdeflow import levels_to_signed, rand
 from sdeflow.errors import OptionError, ShapeError
-from sdeflow.data.images import levels_to_signed
-from sdeflow.utils.shapes import rand
 
 
 def check_bins(bins: int, data_range: Sequence[float]) -> tuple[int, tuple[float, float]]:
@@ -60,7 +59,7 @@ def check_on_levels(x: Tensor, bins: int, data_range: tuple[float, float], tol: 
         raise OptionError(
             f"VDM data must lie on the {bins} levels lo + k (hi - lo)/{bins - 1} of data_range={data_range} "
             f"(got values in [{float(x.min()):g}, {float(x.max()):g}], largest offset from a level "
-            f"{float(off.max()) * delta:g}); map integer data with sdeflow.data.images.levels_to_signed(k, bins - 1, "
+            f"{float(off.max()) * delta:g}); map integer data with sdeflow.levels_to_signed(k, bins - 1, "
             "value_range=data_range), or create the process with the matching bins=/data_range= (or check_data=False)"
         )
 
@@ -83,7 +82,8 @@ def _log_mass(a: Tensor, b: Tensor) -> Tensor:
     hi = torch.where(flip, -a, b)
     log_hi = log_ndtr(hi)
     exact = log_hi + torch.log(-torch.expm1(log_ndtr(lo) - log_hi))
-    midpoint = torch.log(torch.where(narrow, width, torch.ones_like(width))) - 0.5 * mid * mid - 0.5 * math.log(2 * math.pi)
+    log_width = torch.log(torch.where(narrow, width, torch.ones_like(width)))
+    midpoint = log_width - 0.5 * mid * mid - 0.5 * math.log(2 * math.pi)
     return torch.where(narrow, midpoint, exact)
 
 
@@ -93,8 +93,8 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, scale: Tensor | float
 
     ``p(x_k) = Phi((x_k + Delta/2 - mean)/scale) - Phi((x_k - Delta/2 - mean)/scale)`` for interior
     levels, ``Phi((lo + Delta/2 - mean)/scale)`` for ``k = 0`` and
-    ``1 - Phi((hi - Delta/2 - mean)/scale)`` for ``k = bins - 1`` (reference text 003; Kingma et
-    al. 2021's ``p(x | z_0)``). Stable in the tails (``log_ndtr``, no ``log(0)`` for finite inputs).
+    ``1 - Phi((hi - Delta/2 - mean)/scale)`` for ``k = bins - 1`` (Kingma et al. 2021's
+    ``p(x | z_0)``). Stable in the tails (``log_ndtr``, no ``log(0)`` for finite inputs).
 
     Args:
         x: data on the level grid, any shape.
@@ -123,7 +123,7 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, scale: Tensor | float
 
 def level_values(bins: int, data_range: tuple[float, float] = (-1.0, 1.0), dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None) -> Tensor:
-    """The ``bins`` data levels ``lo + k Delta``, ``k = 0..bins-1`` (:func:`sdeflow.data.images.levels_to_signed`)."""
+    """The ``bins`` data levels ``lo + k Delta``, ``k = 0..bins-1`` (:func:`sdeflow.levels_to_signed`)."""
     bins, data_range = check_bins(bins, data_range)
     return levels_to_signed(torch.arange(bins, device=device), bins - 1, dtype, data_range, check=False)
 

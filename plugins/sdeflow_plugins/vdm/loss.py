@@ -1,7 +1,7 @@
 """The VDM variational lower bound: its three terms, the training loss and a bits/dim breakdown.
 
 Kingma et al. 2021 ("Variational Diffusion Models"): the VLB and its continuous-time limit
-``T -> inf`` (reference text 003, Eqs. 1-3), for data ``x`` with ``D`` values,
+``T -> inf``, for data ``x`` with ``D`` values,
 
     -log p(x) <= VLB(x) = D_KL(q(z_1 | x) || p(z_1))          prior term
                         + E_{q(z_0 | x)}[-log p(x | z_0)]      reconstruction term
@@ -21,8 +21,8 @@ Kingma et al. 2021 ("Variational Diffusion Models"): the VLB and its continuous-
 * Diffusion: one time and one noise draw per sample; times are antithetic by default
   (:meth:`VDMProcess.sample_training_time`); ``gamma'`` in closed form (differentiable in the
   schedule's parameters). Any parametrization works (the network output is converted to
-  ``eps`` by :mod:`sdeflow.core.parametrization`). It is half of the core's likelihood-weighted
-  denoising score matching, ``sdeflow.core.losses.denoising_score_matching(weighting="likelihood",
+  ``eps`` by :func:`sdeflow.to_eps`). It is half of the core's likelihood-weighted
+  denoising score matching, ``sdeflow.denoising_score_matching(weighting="likelihood",
   reduction="sum")``, whose weight ``g^2 / sigma^2`` equals ``gamma'`` here (tested).
 """
 
@@ -34,14 +34,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sdeflow import ScoreModel, append_dims
-from sdeflow.core import parametrization as P
+from sdeflow import ScoreModel, append_dims, randn, to_eps
 from sdeflow.errors import IncompatibleError, OptionError, ShapeError
-from sdeflow.utils.shapes import randn
 
 from .decoder import check_on_levels, discretized_gaussian_log_prob
 from .process import VDMProcess
-from .schedule import GradientScale
+from .schedule import GradientScale, LearnedGamma
 
 
 @dataclass
@@ -90,7 +88,7 @@ def _check_batch(x0: Tensor) -> None:
 def diffusion_loss(score_model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None,
                    t: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
     """Continuous-time diffusion loss ``1/2 gamma'(t) ||eps - eps_hat(z_t; t)||^2`` per sample
-    (Kingma et al. 2021, the ``T -> inf`` limit of the discrete-time loss; reference text 003, Eq. 3).
+    (Kingma et al. 2021, the ``T -> inf`` limit of the discrete-time loss).
 
     Args:
         score_model: a model on a :class:`VDMProcess` (any parametrization).
@@ -115,7 +113,7 @@ def diffusion_loss(score_model: ScoreModel, x0: Tensor, generator: torch.Generat
     xt = a * x0 + s * noise
     with process.reusing_schedule(t, (gamma, dgamma)):
         out = score_model.network_output(xt, t)
-    eps_hat = P.to_eps(score_model.parametrization, out, xt, a, s)
+    eps_hat = to_eps(score_model.parametrization, out, xt, a, s)
     return 0.5 * dgamma * (noise - eps_hat).pow(2).reshape(n, -1).sum(1)
 
 
@@ -203,7 +201,8 @@ def vdm_loss(score_model: ScoreModel, x0: Tensor, generator: torch.Generator | N
     if not scaled:
         return vlb_terms(score_model, x0, generator).total.mean() * c
     scale = GradientScale(x0.shape[0])
-    with schedule.scale_interior_gradients(scale):  # type: ignore[attr-defined]
+    assert isinstance(schedule, LearnedGamma)  # the one schedule with an interior (has_interior)
+    with schedule.scale_interior_gradients(scale):
         terms = vlb_terms(score_model, x0, generator)
     scale.scale = 2.0 * c * terms.diffusion.detach()
     return terms.total.mean() * c

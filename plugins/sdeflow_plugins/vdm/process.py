@@ -25,10 +25,8 @@ import torch
 from torch import Tensor
 from torch.nn.functional import softplus
 
-from sdeflow import ForwardProcess, append_dims
+from sdeflow import ForwardProcess, append_dims, levels_to_signed, rand
 from sdeflow.errors import OptionError
-from sdeflow.data.images import levels_to_signed
-from sdeflow.utils.shapes import rand
 
 from .decoder import check_bins, decode_levels
 from .schedule import GammaSchedule, LearnedGamma, LinearGamma
@@ -70,8 +68,8 @@ class VDMProcess(ForwardProcess):
             not depend on the interior in continuous time); see :func:`~sdeflow_plugins.vdm.loss.vdm_loss`.
         bins: number of discrete data levels (256 for 8-bit images, 17 for sklearn's 8x8 digits).
         data_range: the interval the levels are mapped onto: level ``k`` is
-            ``lo + k (hi - lo) / (bins - 1)`` (so ``lo`` and ``hi`` are data values, as in
-            reference text 003).
+            ``lo + k (hi - lo) / (bins - 1)`` (so ``lo`` and ``hi`` are data values, as in Kingma
+            et al. 2021).
         antithetic: draw the diffusion loss's times as ``(u + i / n) mod 1`` (the paper's
             low-discrepancy sampler) instead of i.i.d. uniform.
         check_data: the loss checks that its data lie on the level grid (one host sync per call).
@@ -97,6 +95,7 @@ class VDMProcess(ForwardProcess):
             self.schedule = LinearGamma(gamma_min, gamma_max, learn_endpoints=bool(learn_endpoints))
         self.condition_min, self.condition_max = float(gamma_min), float(gamma_max)
         self.bins, self.data_range = check_bins(bins, data_range)
+        self.data_levels = self.bins
         self.minimize_variance = bool(minimize_variance)
         self.antithetic = bool(antithetic)
         self.check_data = bool(check_data)
@@ -234,10 +233,8 @@ class VDMProcess(ForwardProcess):
         The generative model ends with ``x ~ p(x | z_0)`` (Kingma et al. 2021, its last factor; the official
         code's ``generate_x``), the discretised Gaussian ``N(z_0 / alpha_0, sigma_0^2 / alpha_0^2)``
         on the ``bins`` levels of ``data_range`` that the bound's reconstruction term scores
-        (:func:`~sdeflow_plugins.vdm.decoder.discretized_gaussian_log_prob`). With a learned
-        ``gamma_min`` near -5 (an MLP on the digits), ``sigma_0 / alpha_0`` is about 0.08, comparable
-        with the half-bin 1/16 of 17 levels (the UNet learns -8.2: 0.017): ``z_0`` itself is not an
-        image of the data, its decoding is.
+        (:func:`~sdeflow_plugins.vdm.decoder.discretized_gaussian_log_prob`); ``z_0`` itself is not an
+        image of the data, its decoding is (``docs/plugins/vdm.md``).
 
         Args:
             x: ``z_0``, the sampler's state at ``t = 0`` (``ancestral`` with ``denoise=False``; a

@@ -12,8 +12,8 @@ increasing ``r : [0, 1] -> [0, 1]``, ``r(0) = 0``, ``r(1) = 1``:
 * :class:`LearnedGamma`: ``r`` from the paper's monotone network, normalised at both ends.
 
 The endpoints are ``gamma_min`` (any real) and ``gamma_max = gamma_min + softplus(rho)`` (plus the
-dtype's smallest normal number), so ``gamma_max > gamma_min`` for every parameter value. Both schedules return ``gamma'(t)`` in closed
-form (:meth:`GammaSchedule.gamma_and_derivative`): exact, one pass, differentiable in the
+dtype's smallest normal number), so ``gamma_max > gamma_min`` for every parameter value. Both schedules
+return ``gamma'(t)`` in closed form (:meth:`GammaSchedule.gamma_and_derivative`): exact, one pass, differentiable in the
 parameters, and valid under ``torch.no_grad`` (samplers call it there); tests compare it with
 autograd.
 """
@@ -172,8 +172,8 @@ class LinearGamma(GammaSchedule):
 
 
 class LearnedGamma(GammaSchedule):
-    """The monotone noise-schedule network of Kingma et al. 2021 (Appendix H; reference text 003's
-    ``SNRNetwork``), normalised so that ``gamma(0) = gamma_min`` and ``gamma(1) = gamma_max`` exactly.
+    """The monotone noise-schedule network of Kingma et al. 2021 (Appendix H), normalised so that
+    ``gamma(0) = gamma_min`` and ``gamma(1) = gamma_max`` exactly.
 
     Three linear layers with positive weights (``softplus`` of raw parameters):
 

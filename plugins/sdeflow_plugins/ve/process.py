@@ -16,8 +16,8 @@ class VEProcess(ForwardProcess):
 
     ``g(t) = sigma(t) sqrt(2 log(sigma_max / sigma_min))``, no drift. The marginal from
     ``x_0`` at ``t = 0`` is exact: ``alpha_t = 1``,
-    ``sigma_t^2 = sigma(t)^2 - sigma_min^2`` (reference text 000:
-    ``p_t = N(5, 4 + sigma_t^2 - sigma_min^2)`` for ``p_0 = N(5, 2^2)``), so ``t_min = 0`` is
+    ``sigma_t^2 = sigma(t)^2 - sigma_min^2`` (Song et al. 2021, App. B; for ``p_0 = N(5, 2^2)``,
+    ``p_t = N(5, 4 + sigma_t^2)``), so ``t_min = 0`` is
     the data itself. A network predicting ``eps``, ``x0`` or ``v`` has no finite score at
     ``sigma_t = 0``; :attr:`sdeflow.ScoreModel.score_t_min` is where the samplers and the
     likelihood stop for it (``sigma_t = 0.002``), finishing with one data-prediction step.

@@ -5,11 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sdeflow import ForwardProcess
+from sdeflow import ForwardProcess, LinearBeta
 
-from .linear_beta import LinearBeta, check_beta
-
-__all__ = ["VPProcess", "check_beta"]
+__all__ = ["VPProcess"]
 
 
 class VPProcess(LinearBeta, ForwardProcess):
@@ -18,7 +16,7 @@ class VPProcess(LinearBeta, ForwardProcess):
     Marginal (Song et al. 2021, Eq. 33): ``alpha_t = exp(-1/2 int_0^t beta)``,
     ``sigma_t^2 = 1 - alpha_t^2``. With ``beta_min = 0.1``, ``beta_max = 20`` it is the
     continuous limit of DDPM with ``N = 1000`` linear betas from 1e-4 to 0.02
-    (``beta(t) = N beta_{tN+1}``, reference text 001).
+    (``beta(t) = N beta_{tN+1}``, Song et al. 2021, App. B).
 
     Args:
         beta_min: ``beta(0)``.

@@ -9,13 +9,14 @@ on a CPU in minutes, which makes them the default image set of the tests and the
 from __future__ import annotations
 
 import functools
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...errors import OptionError
 from ...core.likelihood import dequantize
+from ...errors import OptionError
 from .convert import levels_to_signed
 
 #: number of gray levels of the digits (``0..16``)
@@ -25,6 +26,10 @@ DIGITS_SIZE = 8
 RESIZE_MODES = ("pad", "resize")
 
 
+@overload
+def load_digits_levels(return_labels: Literal[False] = ...) -> Tensor: ...
+@overload
+def load_digits_levels(return_labels: Literal[True]) -> tuple[Tensor, Tensor]: ...
 def load_digits_levels(return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """The digits as integer levels: ``uint8`` tensor ``(1797, 1, 8, 8)`` with values ``0..16``.
 
@@ -74,6 +79,12 @@ def resize_images(images: Tensor, size: int, mode: str = "pad", fill: float = -1
     return F.pad(images, (before, after, before, after), value=float(fill))
 
 
+@overload
+def load_digits(size: int = ..., mode: str = ..., dtype: torch.dtype = ...,
+                return_labels: Literal[False] = ...) -> Tensor: ...
+@overload
+def load_digits(size: int = ..., mode: str = ..., dtype: torch.dtype = ..., *,
+                return_labels: Literal[True]) -> tuple[Tensor, Tensor]: ...
 def load_digits(size: int = DIGITS_SIZE, mode: str = "pad", dtype: torch.dtype = torch.float32,
                 return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """The digits scaled to ``[-1, 1]`` (level ``k -> k / 8 - 1``), shape ``(1797, 1, size, size)``.
@@ -85,7 +96,7 @@ def load_digits(size: int = DIGITS_SIZE, mode: str = "pad", dtype: torch.dtype =
         dtype: floating dtype.
         return_labels: also return the labels.
     """
-    levels, labels = load_digits_levels(return_labels=True)  # type: ignore[misc]
+    levels, labels = load_digits_levels(return_labels=True)
     x = resize_images(levels_to_signed(levels, DIGITS_LEVELS - 1, dtype), size, mode)
     return (x, labels) if return_labels else x
 
@@ -112,6 +123,10 @@ def split_holdout(x: Tensor, test_fraction: float = 0.2, seed: int = 0) -> tuple
 DIGITS_SPLITS = ("train", "test", "all")
 
 
+@overload
+def load_digits_split(split: str = ..., size: int = ..., return_labels: Literal[False] = ...) -> Tensor: ...
+@overload
+def load_digits_split(split: str = ..., size: int = ..., *, return_labels: Literal[True]) -> tuple[Tensor, Tensor]: ...
 def load_digits_split(split: str = "train", size: int = DIGITS_SIZE,
                       return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Integer levels of the image demo's fixed split: ``split_holdout(levels, 0.2, seed=0)`` of the
@@ -131,7 +146,7 @@ def load_digits_split(split: str = "train", size: int = DIGITS_SIZE,
     if isinstance(size, bool) or not isinstance(size, int) or size < DIGITS_SIZE:
         raise OptionError(f"size must be an integer >= {DIGITS_SIZE} (the digits are padded with background, "
                           f"not shrunk), got {size!r}")
-    levels, labels = load_digits_levels(return_labels=True)  # type: ignore[misc]
+    levels, labels = load_digits_levels(return_labels=True)
     levels = resize_images(levels, size, mode="pad", fill=0)
     if split != "all":
         # split the labels with the same permutation: attach them as one more column

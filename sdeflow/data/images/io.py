@@ -209,7 +209,7 @@ def load_image_tensor(path: str | Path, key: str | None = None, value_range: tup
     try:
         if suffix == ".npz":
             with np.load(p, allow_pickle=False) as archive:
-                raw = np.asarray(_pick(archive, key, str(p)))
+                raw: Any = np.asarray(_pick(archive, key, str(p)))
         elif suffix == ".npy":
             raw = _pick(np.load(p, allow_pickle=False), key, str(p))
         else:

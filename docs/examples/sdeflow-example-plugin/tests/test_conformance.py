@@ -16,8 +16,6 @@ import torch
 import sdeflow
 from sdeflow import testing as kit
 from sdeflow.errors import NonFiniteError, OptionError
-from sdeflow.core.marginal_process import MarginalDefinedProcess
-from sdeflow.plugins.manager import get_manager
 from sdeflow.testing.suite import test_sdeflow_conformance  # noqa: F401  (collected here: the kit)
 from sdeflow_example import CosineVPProcess, StochasticHeunSampler
 
@@ -25,7 +23,7 @@ F64 = torch.float64
 
 
 def test_found_through_its_entry_point() -> None:
-    info = get_manager().plugins["example"]
+    info = sdeflow.plugin_info("example")
     assert info.ok and info.distribution == "sdeflow-example-plugin" and info.target == "sdeflow_example"
     assert info.components["process"] == ["cosine_vp"] and info.components["sampler"] == ["stochastic_heun"]
     assert isinstance(sdeflow.create_process("cosine_vp", s=0.01), CosineVPProcess)
@@ -40,7 +38,7 @@ def test_kit_functions_on_other_options() -> None:
     kit.check_sampler_recovers_gaussian(functools.partial(StochasticHeunSampler, steps=200), tol=0.03)
 
 
-class _CosineFromMarginal(MarginalDefinedProcess):
+class _CosineFromMarginal(sdeflow.MarginalDefinedProcess):
     """The same marginal, with drift and diffusion derived by sdeflow (forward-mode autodiff)."""
 
     def __init__(self, ref: CosineVPProcess) -> None:

@@ -10,7 +10,6 @@ Installed, it is found through its entry point in the ``sdeflow`` group (``examp
 from __future__ import annotations
 
 import sdeflow
-from sdeflow.plugins.registry import RegistryView
 
 from .cosine_vp import CosineVPProcess
 from .stochastic_heun import StochasticHeunSampler
@@ -19,13 +18,13 @@ __version__ = "0.1.0"
 
 
 @sdeflow.hookimpl
-def sdeflow_register_processes(registry: RegistryView) -> None:
+def sdeflow_register_processes(registry: sdeflow.RegistryView) -> None:
     """Register the process ``cosine_vp``."""
     registry.add("cosine_vp", CosineVPProcess)
 
 
 @sdeflow.hookimpl
-def sdeflow_register_samplers(registry: RegistryView) -> None:
+def sdeflow_register_samplers(registry: sdeflow.RegistryView) -> None:
     """Register the sampler ``stochastic_heun``."""
     registry.add("stochastic_heun", StochasticHeunSampler)
 

@@ -1,4 +1,4 @@
-"""A stochastic Heun sampler for the reverse-time SDE, written from sdeflow's building blocks.
+"""A stochastic Heun sampler for the reverse-time SDE, written on sdeflow's public toolkit.
 
 The reverse SDE ``dx = [f(x, t) - g(t)^2 score(x, t)] dt + g(t) dw_bar`` (Song et al. 2021,
 Eq. 6) has additive noise (``g`` depends on time only). Written in the reverse time
@@ -18,20 +18,27 @@ increments come from one Brownian path per seed, the same at every step count (a
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-import sdeflow
 from sdeflow.errors import OptionError
-from sdeflow.solvers.brownian import ScaledBrownian
-from sdeflow.solvers.common import StepObserver, check_positive_int, finish, resolve_interval, stop_time
-from sdeflow.solvers.denoiser import Denoiser
-from sdeflow.solvers.evaluator import ScoreEvaluator
-from sdeflow.core.sampler import StepCallback
-from sdeflow.utils.shapes import randn
+from sdeflow.solvers import GridRun, GridSampler, ScaledBrownian, check_positive_int
 
 
-class StochasticHeunSampler(sdeflow.Sampler):
+@dataclass(frozen=True)
+class HeunPlan:
+    """The step ``h``, ``g(t)`` at the grid's times (on the model's device) and, with
+    ``brownian="interval"``, the run's Brownian path, computed before the loop."""
+
+    h: float
+    g: Tensor
+    path: ScaledBrownian | None = None
+
+
+class StochasticHeunSampler(GridSampler):
     """Stochastic Heun steps on the reverse SDE (Kloeden & Platen 1992, Eq. 11.1.13; Song et al.
     2021, Eq. 6), uniform in time from ``t_max`` to ``t_end``.
 
@@ -49,6 +56,7 @@ class StochasticHeunSampler(sdeflow.Sampler):
     name = "stochastic_heun"
     stochastic = True
     order = 1.0  # strong order for the reverse SDE's additive noise
+    scores_at_end = True  # the corrector evaluates the score at the end of each step
 
     def __init__(self, steps: int = 100, brownian: str = "fast", denoise: bool = True, t_end: float | None = None,
                  check_finite: bool = True) -> None:
@@ -63,53 +71,30 @@ class StochasticHeunSampler(sdeflow.Sampler):
         """Only with ``denoise``: the steps use drift, diffusion and score alone."""
         return self.denoise
 
-    def _sample(self, score_model: sdeflow.ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback: StepCallback | None, progress: bool, return_trajectory: bool) -> sdeflow.SampleResult:
-        process = score_model.process
-        t_start, t_end = resolve_interval(process, self.t_end)
-        # the corrector evaluates the score at the end of each step: stop where it is finite (later
-        # than t_end only for an eps/x0/v network at sigma = 0, VE at t = 0), then finish() below
-        t_stop = stop_time(score_model, t_end)
-        device, dtype = score_model.device, score_model.dtype
-        n, batch = self.steps, shape[0]
-        h = (t_start - t_stop) / n
-        # the grid and g(t) on it, computed once before the loop (no host sync inside it)
-        times = torch.linspace(t_start, t_stop, n + 1, dtype=torch.float64).to(device=device, dtype=dtype)
-        g = process.diffusion(times)
-        evaluator = ScoreEvaluator(score_model, self.check_finite)
-        rsde = process.reverse_sde(evaluator)  # every drift evaluation is one counted score evaluation
-        observer = None
-        if callback is not None or progress or return_trajectory:
-            observer = StepObserver(callback, progress, return_trajectory, total=n, desc=self.name)
+    def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, HeunPlan]:
+        """Equal steps from ``t_start`` to ``t_end``, ``g(t)`` on them, and the Brownian path."""
+        grid = torch.linspace(t_start, t_end, self.steps + 1, dtype=torch.float64)
+        g = run.process.diffusion(grid.to(device=run.device, dtype=run.dtype))
+        path = None
+        if self.brownian == "interval":
+            seed = int(torch.randint(0, 2**62, (1,), generator=run.generator))
+            path = ScaledBrownian(t_start - t_end, self.steps, (run.batch, math.prod(run.shape[1:])), seed, run.dtype,
+                                  run.device)
+        return grid, HeunPlan((t_start - t_end) / self.steps, g, path)
 
-        def reverse_drift(x: Tensor, k: int) -> Tensor:
-            return -rsde.drift(x, times[k].expand(batch))
+    def step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+        """The predictor and the trapezoidal corrector from ``grid[k]`` to ``grid[k + 1]``."""
+        h, g = run.plan.h, run.plan.g
+        rsde = run.process.reverse_sde(run.score)  # every drift evaluation is one counted score evaluation
 
-        with torch.no_grad():
-            x = score_model.prior_sample(shape, generator, device, dtype)
-            path = None
-            if self.brownian == "interval":
-                seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-                path = ScaledBrownian(t_start - t_stop, n, (batch, x[0].numel()), seed, dtype, device)
-            if observer is not None:
-                observer.observe(0, times[0], x)
-            for k in range(n):
-                z = randn(shape, generator, device, dtype) if path is None else path(k, k + 1).reshape(shape)
-                dw = z * (h ** 0.5)
-                drift = reverse_drift(x, k)
-                pred = x + h * drift + g[k] * dw
-                x = x + (0.5 * h) * (drift + reverse_drift(pred, k + 1)) + (0.5 * (g[k] + g[k + 1])) * dw
-                if observer is not None:
-                    observer.observe(k + 1, times[k + 1], x)
-            if observer is not None:
-                observer.close()
-            # the posterior mean (denoise), or the exact data-prediction step on to t_end if stopped early
-            x = finish(Denoiser(evaluator), x, t_stop, t_end, self.denoise)
+        def drift(y: Tensor, i: int) -> Tensor:  # F = -(f - g^2 score), the drift in reverse time
+            return -rsde.drift(y, run.at(i))
 
-        def step_of(t: float) -> str:
-            k = min(n, max(1, round((t_start - t) / h + 0.5)))
-            return f"step {k} of {n}"
+        z = run.noise() if run.plan.path is None else run.plan.path(k, k + 1).reshape(run.shape)
+        dw = math.sqrt(h) * z
+        f_k = drift(x, k)
+        x_pred = x + h * f_k + g[k] * dw
+        return x + (0.5 * h) * (f_k + drift(x_pred, k + 1)) + (0.5 * (g[k] + g[k + 1])) * dw
 
-        evaluator.raise_if_nonfinite(f"sampler {self.name!r} (steps={n})", step_of, samples=x)
-        traj, tt = observer.trajectory() if observer is not None else (None, None)
-        return sdeflow.SampleResult(samples=x, nfe=evaluator.nfe, steps=n, trajectory=traj, times=tt)
+
+__all__ = ["StochasticHeunSampler"]

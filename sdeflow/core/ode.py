@@ -25,10 +25,11 @@ from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
-from ..core.dynamics import ProbabilityFlowODE
-from ..errors import NonFiniteError
-from ..core.process import ForwardProcess
-from .evaluator import ScoreEvaluator
+from ..errors import NonFiniteError, OptionError
+from ..utils.validation import check_positive_int
+from .dynamics import ProbabilityFlowODE
+from .evaluator import Evaluator
+from .process import ForwardProcess
 
 #: every torchdiffeq method but scipy's wrapper (which needs its own options)
 ODE_METHODS: tuple[str, ...] = tuple(m for m in SOLVERS if m != "scipy_solver")
@@ -36,14 +37,52 @@ ODE_METHODS: tuple[str, ...] = tuple(m for m in SOLVERS if m != "scipy_solver")
 FIXED_GRID_METHODS: tuple[str, ...] = tuple(m for m in ODE_METHODS if issubclass(SOLVERS[m], FixedGridODESolver))
 ADAPTIVE_METHODS: tuple[str, ...] = tuple(m for m in ODE_METHODS if m not in FIXED_GRID_METHODS)
 #: adaptive Runge-Kutta methods, which accept ``step_t`` (times they must step to exactly)
-_RK_ADAPTIVE: tuple[str, ...] = tuple(m for m in ADAPTIVE_METHODS if issubclass(SOLVERS[m], RKAdaptiveStepsizeODESolver))
-#: classical order of the fixed-grid methods. The Adams methods are variable-order (up to
-#: torchdiffeq's ``max_order`` option, default 12) and start with RK4 steps: 4 is the order
-#: measured with the defaults (explicit_adams; implicit_adams measures ~5). With the default
-#: ``max_order`` explicit_adams has a tiny stability region (it diverged on the VE field at
-#: 100 to 1000 steps); ``options={"max_order": 4}`` makes it a stable order-3 method.
+_RK_ADAPTIVE: tuple[str, ...] = tuple(m for m in ADAPTIVE_METHODS
+                                      if issubclass(SOLVERS[m], RKAdaptiveStepsizeODESolver))
+#: classical order of every method (of the higher-order solution for the adaptive pairs). The Adams
+#: methods are variable-order (up to torchdiffeq's ``max_order`` option, default 12) and start with
+#: RK4 steps: 4 is the order measured with the defaults (``docs/solvers.md``).
 ODE_ORDER: dict[str, int] = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4,
-                             "explicit_adams": 4, "implicit_adams": 4, "fixed_adams": 4}
+                             "explicit_adams": 4, "implicit_adams": 4, "fixed_adams": 4,
+                             "dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
+#: relative and absolute tolerance of the adaptive methods when none is given (Song et al. 2021's 1e-5)
+DEFAULT_TOL = 1e-5
+#: equal steps of a fixed-grid method when none are given
+DEFAULT_FIXED_STEPS = 100
+
+
+def check_ode_options(method: str, steps: int | None, rtol: float | None, atol: float | None
+                      ) -> tuple[int | None, float, float]:
+    """Check the options of a torchdiffeq integration and fill in the defaults.
+
+    Args:
+        method: a torchdiffeq method (:data:`ODE_METHODS`).
+        steps: equal steps of a fixed-grid method (an error for an adaptive one).
+        rtol: relative tolerance of an adaptive method (an error for a fixed-grid one).
+        atol: absolute tolerance of an adaptive method (an error for a fixed-grid one).
+
+    Returns:
+        ``(steps, rtol, atol)``: ``steps`` is ``None`` for an adaptive method, else the given value or
+        :data:`DEFAULT_FIXED_STEPS`; the tolerances default to :data:`DEFAULT_TOL`.
+
+    Raises:
+        OptionError: an unknown method, or options the method ignores.
+    """
+    if method not in ODE_METHODS:
+        raise OptionError(f"unknown ode method {method!r}; valid: {', '.join(ODE_METHODS)}")
+    check_positive_int("steps", steps)
+    if method in ADAPTIVE_METHODS and steps is not None:
+        raise OptionError(f"steps={steps} was given to the adaptive method {method!r}, which chooses its own "
+                          f"steps from rtol/atol; use a fixed-grid method ({', '.join(FIXED_GRID_METHODS)}) "
+                          "for a fixed number of steps")
+    if method in FIXED_GRID_METHODS and (rtol is not None or atol is not None):
+        raise OptionError(f"rtol/atol were given to the fixed-grid method {method!r}, which ignores them; "
+                          f"use steps=..., or an adaptive method ({', '.join(ADAPTIVE_METHODS)})")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and not float(value) > 0:
+            raise OptionError(f"{name} must be positive, got {value!r}")
+    fixed_steps = (int(steps) if steps is not None else DEFAULT_FIXED_STEPS) if method in FIXED_GRID_METHODS else None
+    return (fixed_steps, DEFAULT_TOL if rtol is None else float(rtol), DEFAULT_TOL if atol is None else float(atol))
 
 
 class FlowField(nn.Module):
@@ -57,7 +96,7 @@ class FlowField(nn.Module):
         process: its process.
         batch: the batch size.
         t_floor: where the integration ends if later than ``t_min`` (``t_end``, or
-            :func:`~sdeflow.solvers.common.stop_time` from the model's
+            :func:`~sdeflow.solvers.stop_time` from the model's
             :attr:`~sdeflow.ScoreModel.score_t_min`): times are clamped up to it as well, so the
             score is never asked for below the run's end (where it may be infinite); adaptive
             solvers' trial stages probe past the end. ``None`` or ``<= t_min``: no extra clamp.
@@ -82,7 +121,7 @@ def _time_list(v: Any) -> list[float]:
 
 
 def integrate_ode(
-    field: FlowField,
+    field: nn.Module,
     x0: Tensor,
     t_start: float,
     t_end: float,
@@ -96,7 +135,7 @@ def integrate_ode(
     """Integrate ``field`` from ``t_start`` to ``t_end`` and return the final state.
 
     Args:
-        field: the vector field.
+        field: the vector field ``field(t, x)`` (a :class:`FlowField`, or a module wrapping one).
         x0: initial state at ``t_start``.
         t_start: initial time (``t_max`` for sampling).
         t_end: final time (torchdiffeq integrates the decreasing interval itself).
@@ -141,7 +180,7 @@ def integrate_ode(
 
 
 @contextmanager
-def ode_failures(evaluator: ScoreEvaluator, where: str) -> Iterator[None]:
+def ode_failures(evaluator: Evaluator, where: str) -> Iterator[None]:
     """Turn torchdiffeq's failures inside the block into :class:`~sdeflow.errors.NonFiniteError`: a
     non-finite score (named with its step and time by ``evaluator``) or an underflowing adaptive
     step size (a stiff or non-finite field); any other error passes through.

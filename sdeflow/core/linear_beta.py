@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from sdeflow import append_dims
-from sdeflow.errors import OptionError
+from ..errors import OptionError
+from ..utils.shapes import append_dims
 
 
-def check_beta(beta_min: float, beta_max: float, t_min: float) -> None:
+def _check_beta(beta_min: float, beta_max: float, t_min: float) -> None:
     """Validate a linear beta schedule and ``t_min``."""
     if not (beta_min >= 0 and beta_max > beta_min):
         raise OptionError(f"need 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
@@ -20,6 +20,9 @@ class LinearBeta:
     """Mixin for a :class:`sdeflow.ForwardProcess` with ``beta(t) = beta_min + t (beta_max - beta_min)``
     and the drift ``f(x, t) = -1/2 beta(t) x`` (Song et al. 2021, Eq. 11 and 17; both SDEs share it).
 
+    List it before the base class: ``class MyVP(sdeflow.LinearBeta, sdeflow.ForwardProcess)``; the
+    subclass adds ``diffusion`` and ``marginal`` (in terms of :meth:`beta` and :meth:`integral`).
+
     Args:
         beta_min: ``beta(0)``.
         beta_max: ``beta(1)``.
@@ -28,7 +31,7 @@ class LinearBeta:
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3) -> None:
         super().__init__()
-        check_beta(beta_min, beta_max, t_min)
+        _check_beta(beta_min, beta_max, t_min)
         self.beta_min, self.beta_max, self.t_min = float(beta_min), float(beta_max), float(t_min)
 
     def beta(self, t: Tensor) -> Tensor:
@@ -45,3 +48,6 @@ class LinearBeta:
 
     def extra_repr(self) -> str:
         return f"beta_min={self.beta_min:g}, beta_max={self.beta_max:g}, " + super().extra_repr()  # type: ignore[misc]
+
+
+__all__ = ["LinearBeta"]

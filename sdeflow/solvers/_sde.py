@@ -21,7 +21,7 @@ diffusion coefficients of the grid are computed once, before the loop, in one ve
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torchsde
@@ -159,11 +159,6 @@ class ReverseSDEStepTime(nn.Module):
         """``(dg/dy) g v = 0``: the diffusion does not depend on the state (Milstein = Euler here)."""
         return torch.zeros_like(y)
 
-    def step_of_time(self, t: float) -> str:
-        """Describe which step a time belongs to, for error messages."""
-        k = min(self.steps, max(1, int(math.floor((self.t_start - t) / self.h + 1e-9)) + 1))
-        return f"step {k} of {self.steps}"
-
 
 #: methods whose ``step`` does tensor arithmetic on ``dt`` (``dt.sqrt()``): they get CPU 0-d
 #: tensors as times, every other method plain floats
@@ -195,13 +190,16 @@ def integrate_sde(
     method: str,
     bm: torchsde.BaseBrownian,
     on_step: Callable[[int, Tensor], None] | None = None,
+    steps: Iterable[int] | None = None,
 ) -> Tensor:
     """Run ``sde.steps`` steps of ``method`` from ``y0`` (2-D) and return the final state.
 
     The loop calls the torchsde method's ``step(k, k + 1, y, extra)`` for ``k = 0..N-1`` (what
     torchsde's fixed-step ``integrate`` does with ``dt = 1``, without its per-step comparisons
     of time tensors). Only the current state and the method's extra state (reversible Heun)
-    are kept: O(batch) memory. ``on_step(k, y)``, if given, sees the state after step ``k + 1``.
+    are kept: O(batch) memory. ``on_step(k, y)``, if given, sees the state after step ``k + 1``;
+    ``steps`` is the loop's iterable of ``k`` (a :meth:`SamplingRun.steps <sdeflow.solvers.SamplingRun.steps>`;
+    default ``range(N)``).
     """
     if y0.ndim != 2:
         raise ValueError(f"torchsde needs a 2-D state (batch, D), got {tuple(y0.shape)}")
@@ -214,7 +212,7 @@ def integrate_sde(
         grid = [float(k) for k in range(n + 1)]
     y, extra = y0, solver.init_extra_solver_state(grid[0], y0)
     step = solver.step
-    for k in range(n):
+    for k in range(n) if steps is None else steps:
         y, extra = step(grid[k], grid[k + 1], y, extra)
         if on_step is not None:
             on_step(k, y)

@@ -1,7 +1,7 @@
 """Brownian sources for fixed-step reverse-SDE integration with torchsde.
 
 Samplers integrate in *step time* ``u in [0, N]`` (one unit per step; see
-:mod:`sdeflow.solvers.sde`), so increments are queried on consecutive unit intervals.
+:class:`~sdeflow.solvers.ReverseSDEStepTime`), so increments are queried on consecutive unit intervals.
 
 * :class:`StepNoise` draws each increment fresh from a ``torch.Generator``: the cheapest
   source (no tree, no cache), for plain sampling.
@@ -45,10 +45,11 @@ class StepNoise(BaseBrownian):
             raise ValueError("StepNoise answers increments over intervals only: call bm(ta, tb)")
         if return_A:
             raise ValueError("StepNoise provides no Levy area A; use brownian='interval'")
-        h = tb - ta
+        h: Tensor | float = tb - ta
         if isinstance(h, Tensor) and h.device.type == "cpu":
             h = float(h)  # host times (sdeflow's loop): no device synchronisation
         w = randn(self._shape, self._generator, self._device, self._dtype)
+        root: Tensor | float
         if isinstance(h, Tensor):
             root = torch.sqrt(h.to(self._dtype))
             w = w * root

@@ -1,12 +1,10 @@
-"""Step schedules of the fast ODE samplers (DDIM, DPM-Solver++, EDM Heun) for any Gaussian-marginal process.
+"""Step schedules of the fast ODE samplers (DDIM, DPM-Solver++, UniPC, EDM Heun) for any Gaussian-marginal process.
 
-Everything here goes through the process's ``marginal`` (``alpha_t``, ``sigma_t``), ``log_snr``
-and ``t_from_log_snr``, never through a specific process class. Grids are built once, before
-the sampling loop, in float64 on the host.
-
-Notation: ``log_snr(t) = log(alpha_t^2 / sigma_t^2)`` (Kingma et al. 2021, Eq. 2); DPM-Solver's
-``lambda_t = log(alpha_t / sigma_t)`` is half of it (Lu et al. 2022, Sec. 3.1); EDM's noise
-level of the scaled variable ``x / alpha_t`` is ``sigma_t / alpha_t = exp(-log_snr / 2)``
+Everything goes through the process's ``marginal`` (``alpha_t``, ``sigma_t``), ``log_snr`` and
+``t_from_log_snr``, never through a specific process class. Grids are built once, before the
+sampling loop, in float64 on the host. Notation: ``log_snr(t) = log(alpha_t^2 / sigma_t^2)`` (Kingma
+et al. 2021, Eq. 2); DPM-Solver's ``lambda_t = log(alpha_t / sigma_t)`` is half of it (Lu et al. 2022,
+Sec. 3.1); EDM's noise level of ``x / alpha_t`` is ``sigma_t / alpha_t = exp(-log_snr / 2)``
 (Karras et al. 2022, Eq. 4 with ``s(t) = alpha_t``).
 """
 
@@ -19,70 +17,24 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..errors import OptionError
+from ..core.noise_levels import EDM_SIGMA_MAX, EDM_SIGMA_MIN, host_marginal, scaled_sigma, t_from_scaled_sigma
 from ..core.process import ForwardProcess
-from .grids import reverse_grid
+from ..errors import OptionError
+from ._grids import reverse_grid, uniform_log_snr_times
 
-#: step schedules: uniform in ``t``, uniform in log-SNR, uniform in ``sqrt(t)`` (DPM-Solver's
-#: ``time_quadratic``), EDM's rho = 7 levels, or the process's own discrete times (DDPM's chain,
-#: NCSN's levels); a sequence of noise levels is accepted too (:func:`check_schedule`)
-SCHEDULES: tuple[str, ...] = ("time_uniform", "logSNR", "time_quadratic", "edm", "chain")
-#: EDM's smallest noise level ``sigma / alpha`` (Karras et al. 2022, Table 1): where a schedule
-#: uniform in log-SNR or in ``sigma^(1/rho)`` must stop short of a ``t_end`` with ``sigma = 0``
-EDM_SIGMA_MIN = 0.002
-#: EDM's largest noise level (Karras et al. 2022, Table 1): where a log-SNR-uniform schedule starts
-#: after one first step from a higher level at ``t_max`` (VP's 152, VDM's 22026)
-EDM_SIGMA_MAX = 80.0
-
-
-def _host_dtype(process: ForwardProcess) -> torch.dtype:
-    """float64, unless the process has floating parameters of another dtype (a learned schedule)."""
-    for p in process.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float64
-
-
-def _eval(process: ForwardProcess, times: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(alpha, sigma, log_snr)`` of ``process`` at float64 host ``times``, returned as float64 on the host."""
-    dev = next((b.device for b in list(process.parameters()) + list(process.buffers())), torch.device("cpu"))
-    t = times.to(device=dev, dtype=_host_dtype(process))
-    with torch.no_grad():
-        a, s = process.marginal(t)
-        lam = process.log_snr(t)
-    return tuple(v.detach().to("cpu", torch.float64) for v in (a, s, lam))  # type: ignore[return-value]
-
-
-def _log_snr_to_t(process: ForwardProcess, lam: Tensor) -> Tensor:
-    dev = next((b.device for b in list(process.parameters()) + list(process.buffers())), torch.device("cpu"))
-    with torch.no_grad():
-        t = process.t_from_log_snr(lam.to(device=dev, dtype=_host_dtype(process)))
-    return t.detach().to("cpu", torch.float64)
-
-
-def scaled_sigma(process: ForwardProcess, t: Tensor) -> Tensor:
-    """EDM's noise level of ``x / alpha_t``: ``sigma_t / alpha_t = exp(-log_snr(t) / 2)``
-    (Karras et al. 2022, Eq. 4 and Table 1 with ``s(t) = alpha_t``); 0 where ``sigma_t = 0``."""
-    return torch.exp(-0.5 * _eval(process, t.to(torch.float64))[2])
-
-
-def t_from_scaled_sigma(process: ForwardProcess, sigma: Tensor) -> Tensor:
-    """Inverse of :func:`scaled_sigma` through ``t_from_log_snr(-2 log sigma)``."""
-    return _log_snr_to_t(process, -2.0 * torch.log(sigma.to(torch.float64)))
+#: step schedules: uniform in ``t``, uniform in log-SNR, uniform in log-SNR over EDM's levels and
+#: sparser outside them, uniform in ``sqrt(t)`` (DPM-Solver's ``time_quadratic``), EDM's rho = 7
+#: levels, or the process's own discrete times (DDPM's chain, NCSN's levels); a sequence of noise
+#: levels is accepted too (:func:`check_schedule`)
+SCHEDULES: tuple[str, ...] = ("time_uniform", "logSNR", "logSNR_edm", "time_quadratic", "edm", "chain")
 
 
 def last_finite_time(process: ForwardProcess, t_start: float, t_end: float) -> float:
     """``t_end`` if its noise level ``sigma_t / alpha_t`` is at least EDM's ``sigma_min = 0.002``
-    (Karras et al. 2022, Table 1), else the time where the level equals 0.002: the last time a
-    log-SNR- or ``sigma^(1/rho)``-uniform schedule reaches before one final step to ``t_end``.
-
-    Below 0.002 (VE at ``t = 0``: 0; sub-VP at ``t_min = 1e-3``: 1.1e-4) the data prediction of data
-    on the scale of 8-bit images or of the toy sets no longer changes (the level is below a
-    quarter of the quantisation step ``2/255``): uniform log-SNR steps there (sub-VP: 2.9 of its 14
-    log-SNR units) are wasted, and the final first-order step, exact where ``x0_theta`` is
-    constant, covers it (measured on the exact mixtures: ``docs/solvers.md``)."""
+    (Karras et al. 2022, Table 1), else the time where the level equals 0.002: where a log-SNR
+    schedule ends before one last step to a ``t_end`` with ``sigma = 0`` (``docs/solvers.md``)."""
     ends = torch.tensor([t_start, t_end], dtype=torch.float64)
-    lam = _eval(process, ends)[2]
+    lam = host_marginal(process, ends)[2]
     if not math.isfinite(float(lam[0])):
         raise OptionError(f"{type(process).__name__} has log-SNR {float(lam[0])} at t={t_start:g}; a log-SNR or "
                           "EDM schedule needs a finite log-SNR at the start")
@@ -134,14 +86,15 @@ def schedule_label(schedule: str | tuple[float, ...]) -> str:
 
 def times_of_levels(process: ForwardProcess, t_start: float, t_end: float, levels: Sequence[float]) -> Tensor:
     """Times of the noise levels ``levels`` (a schedule given as ``sigma_t / alpha_t``, as
-    :func:`calibrate_schedule <sdeflow.training.calibration.calibrate_schedule>` returns). Its first
+    :func:`sdeflow.calibrate_schedule` returns). Its first
     and last levels must be the process's at ``t_start`` and ``t_end`` (relative tolerance 1e-6), the
     others lie strictly between."""
     ends = scaled_sigma(process, torch.tensor([t_start, t_end], dtype=torch.float64)).tolist()
     first, last = float(levels[0]), float(levels[-1])
     if not (math.isclose(first, ends[0], rel_tol=1e-6) and math.isclose(last, ends[1], rel_tol=1e-6, abs_tol=1e-12)):
-        raise OptionError(f"the schedule's noise levels run from {first:.6g} to {last:.6g}, but {type(process).__name__}'s "
-                          f"run from {ends[0]:.6g} (t={t_start:g}) to {ends[1]:.6g} (t={t_end:g}): a schedule of levels "
+        raise OptionError(f"the schedule's noise levels run from {first:.6g} to {last:.6g}, but "
+                          f"{type(process).__name__}'s run from {ends[0]:.6g} (t={t_start:g}) to {ends[1]:.6g} "
+                          f"(t={t_end:g}): a schedule of levels "
                           "is made for one process and t_end (sdeflow.calibrate_schedule)")
     times = torch.empty(len(levels), dtype=torch.float64)
     times[0], times[-1] = t_start, t_end
@@ -155,17 +108,19 @@ def solver_times(process: ForwardProcess, t_start: float, t_end: float, steps: i
     """Descending times ``t_start = t_0 > ... > t_K = t_end`` (float64, ``K = steps``).
 
     * ``"time_uniform"``: uniform in ``t`` (DDIM's "linear" skip, Song et al. 2021a, App. C.2).
-    * ``"logSNR"``: uniform in ``lambda_t`` (DPM-Solver, Lu et al. 2022, Sec. 3.3) inside EDM's range
-      of noise levels ``sigma_t / alpha_t`` in ``[0.002, 80]`` (Karras et al. 2022, Table 1) and four
-      times sparser outside it (:func:`log_snr_levels`); where the level at ``t_end`` is 0 (VE at
-      ``t = 0``) the levels stop at 0.002 and one last step goes to ``t_end``.
+    * ``"logSNR"``: uniform in log-SNR (DPM-Solver, Lu et al. 2022, Sec. 3.3), the grid of
+      :func:`reverse_grid` with ``spacing="log_snr"``; where the level at ``t_end`` is 0 (VE at ``t = 0``,
+      log-SNR infinite) the levels stop at EDM's 0.002 and one last step goes to ``t_end``.
+    * ``"logSNR_edm"``: uniform in log-SNR inside EDM's levels ``sigma_t / alpha_t`` in ``[0.002, 80]``
+      (Karras et al. 2022, Table 1), four times sparser outside them (:func:`log_snr_levels`), with
+      the same end; the default of ``dpm_solver`` and ``unipc`` (measured in ``docs/solvers.md``).
     * ``"time_quadratic"``: uniform in ``sqrt(t)`` (DPM-Solver's code, ``t_order = 2``; DDIM's
       "quadratic" skip).
     * ``"edm"``: EDM's ``sigma^(1/rho)``-uniform levels with ``rho = 7`` (Karras et al. 2022, Eq. 5),
       from the level at ``t_start`` to that at ``t_end`` or to 0.002 and a last step to ``t_end``
       (:func:`edm_times`).
     * ``"chain"``: the process's own discrete times (DDPM's chain, NCSN's levels) evenly strided
-      (:func:`sdeflow.solvers.grids.reverse_grid`); it may hold fewer than ``steps`` steps
+      (:func:`reverse_grid`); it may hold fewer than ``steps`` steps
       when the chain is shorter.
     * a sequence of noise levels ``sigma_t / alpha_t``: those levels (:func:`times_of_levels`;
       ``steps`` must be one less than their number).
@@ -190,7 +145,7 @@ def solver_times(process: ForwardProcess, t_start: float, t_end: float, steps: i
     elif schedule == "time_quadratic":
         grid = torch.linspace(math.sqrt(t_start), math.sqrt(t_end), k + 1, dtype=torch.float64) ** 2
     else:
-        grid = _log_snr_times(process, t_start, t_end, k)
+        grid = _log_snr_times(process, t_start, t_end, k, uniform=schedule == "logSNR")
     grid[0], grid[-1] = t_start, t_end
     return grid
 
@@ -204,14 +159,8 @@ def log_snr_levels(top: float, bottom: float, k: int, outer: float = OUTER_DENSI
     """``k + 1`` noise levels ``sigma / alpha`` from ``top`` down to ``bottom`` (both > 0), uniform in
     ``lambda = -log(sigma / alpha)`` inside EDM's range ``[0.002, 80]`` (Karras et al. 2022, Table 1)
     and ``outer`` times as dense outside it: the points where the cumulative density
-    ``C(lambda) = int rho`` (``rho = 1`` inside, ``outer`` outside) takes ``k + 1`` equally spaced values.
-
-    Outside EDM's range the data prediction of data on the scale of images or of the toy sets
-    barely changes (above 80 it is the data mean, below 0.002 the level is a quarter of the
-    quantisation step ``2/255``), so uniform steps there are mostly wasted: VP's levels start at
-    152, VDM's at 22026, sub-VP's end at 1.1e-4. A density ratio instead of fixed end steps keeps
-    every step size shrinking as ``k`` grows, so the solvers keep their order of convergence.
-    """
+    ``C(lambda) = int rho`` (``rho = 1`` inside, ``outer`` outside) takes ``k + 1`` equally spaced
+    values (the ``"logSNR_edm"`` schedule; why: ``docs/solvers.md``)."""
     lam0, lam1 = -math.log(top), -math.log(bottom)
     a, b = -math.log(EDM_SIGMA_MAX), -math.log(EDM_SIGMA_MIN)
     # breakpoints of the piecewise-linear cumulative density on [lam0, lam1]
@@ -230,18 +179,21 @@ def log_snr_levels(top: float, bottom: float, k: int, outer: float = OUTER_DENSI
     return out
 
 
-def _log_snr_times(process: ForwardProcess, t_start: float, t_end: float, k: int) -> Tensor:
-    """The ``"logSNR"`` schedule: :func:`log_snr_levels` from the level at ``t_start`` to the level at
-    ``t_end``, or to 0.002 and one last step to ``t_end`` where that level is 0 (VE at ``t = 0``)."""
+def _log_snr_times(process: ForwardProcess, t_start: float, t_end: float, k: int, uniform: bool) -> Tensor:
+    """The ``"logSNR"`` (``uniform``) or ``"logSNR_edm"`` schedule from the level at ``t_start`` to the
+    level at ``t_end``, or to 0.002 and one last step to ``t_end`` where that level is 0."""
     t_fin = last_finite_time(process, t_start, t_end)
     top, bottom = scaled_sigma(process, torch.tensor([t_start, t_end], dtype=torch.float64)).tolist()
     zero = t_fin != t_end and bottom == 0.0
     n = k - 1 if zero else k
     if n < 1:
         return torch.tensor([t_start, t_end], dtype=torch.float64)
-    levels = log_snr_levels(top, EDM_SIGMA_MIN if zero else bottom, n)
-    inner = t_from_scaled_sigma(process, torch.tensor(levels, dtype=torch.float64))
-    inner[0], inner[-1] = t_start, (t_fin if zero else t_end)
+    if uniform:
+        inner = uniform_log_snr_times(process, t_start, t_fin if zero else t_end, n)
+    else:
+        levels = log_snr_levels(top, EDM_SIGMA_MIN if zero else bottom, n)
+        inner = t_from_scaled_sigma(process, torch.tensor(levels, dtype=torch.float64))
+        inner[0], inner[-1] = t_start, (t_fin if zero else t_end)
     grid = torch.cat([inner, torch.tensor([t_end], dtype=torch.float64)]) if zero else inner
     grid[0], grid[-1] = t_start, t_end
     return grid
@@ -264,7 +216,7 @@ def edm_times(process: ForwardProcess, t_start: float, t_end: float, steps: int,
         ``(times, sigmas)``, float64, ``steps + 1`` each, descending; ``sigmas[-1]`` may be 0.
     """
     ends = torch.tensor([t_start, t_end], dtype=torch.float64)
-    lam = _eval(process, ends)[2]
+    lam = host_marginal(process, ends)[2]
     top, bottom = math.exp(-0.5 * float(lam[0])), math.exp(-0.5 * float(lam[1]))
     if not math.isfinite(top):
         raise OptionError(f"{type(process).__name__}: sigma/alpha is infinite at t={t_start:g} (alpha = 0); "
@@ -292,27 +244,34 @@ def edm_times(process: ForwardProcess, t_start: float, t_end: float, steps: int,
     return times, sig
 
 
-@dataclass
+@dataclass(frozen=True)
 class GridCoefficients:
-    """``alpha``, ``sigma``, half log-SNR ``lambda = log(alpha / sigma)`` (Lu et al. 2022, Sec. 3.1) and
-    ``sigma / alpha`` of a process at the times of a grid, as float64 host tensors and Python lists
-    (the coefficients of every step are computed before the loop: no host sync inside it)."""
+    """The marginal of a process at the times of a grid, as float64 host tensors and Python lists (a
+    step computes its coefficients from these host floats: no synchronisation inside the loop).
+
+    Attributes:
+        times: the grid (float64).
+        alpha, sigma: ``alpha_t`` and ``sigma_t``.
+        log_snr: ``log(alpha_t^2 / sigma_t^2)`` (Kingma et al. 2021, Eq. 2; ``inf`` where ``sigma_t = 0``).
+        half_log_snr: DPM-Solver's ``lambda_t = log(alpha_t / sigma_t) = log_snr / 2`` (Lu et al. 2022, Sec. 3.1).
+        scaled_sigma: EDM's noise level ``sigma_t / alpha_t`` (Karras et al. 2022, Eq. 4).
+    """
 
     times: Tensor
     alpha: list[float]
     sigma: list[float]
-    lam: list[float]
+    log_snr: list[float]
+    half_log_snr: list[float]
     scaled_sigma: list[float]
 
     @classmethod
-    def of(cls, process: ForwardProcess, times: Tensor) -> "GridCoefficients":
+    def of(cls, process: ForwardProcess, times: Tensor) -> GridCoefficients:
         """Evaluate the process's marginal and log-SNR at ``times`` (float64, descending)."""
-        a, s, ls = _eval(process, times.to(torch.float64))
-        lam = 0.5 * ls
+        a, s, ls = host_marginal(process, times.to(torch.float64))
         bad = ~torch.isfinite(a) | ~torch.isfinite(s) | (a <= 0) | (s < 0)
         if bool(bad.any()):
             k = int(torch.nonzero(bad)[0])
             raise OptionError(f"{type(process).__name__}: marginal (alpha, sigma) = ({float(a[k])}, {float(s[k])}) at "
                               f"t={float(times[k]):g} is not usable (need alpha > 0, sigma >= 0)")
-        return cls(times.to(torch.float64), a.tolist(), s.tolist(), lam.tolist(),
+        return cls(times.to(torch.float64), a.tolist(), s.tolist(), ls.tolist(), (0.5 * ls).tolist(),
                    torch.exp(-ls).sqrt().tolist())
