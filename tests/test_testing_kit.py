@@ -9,6 +9,7 @@ plugin selects, runs and skips as documented.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import textwrap
 from dataclasses import dataclass
@@ -263,12 +264,12 @@ class EulerSampler(sdeflow.Sampler):
         return float(process.t_min) if self.t_end is None else float(self.t_end)
 
     def _sample(self, score_model, shape, generator, callback, progress,  # type: ignore[no-untyped-def]
-                return_trajectory):
+                return_trajectory, x_T=None):
         process, nfe = score_model.process, 0
         t0, t1 = float(process.t_max), self.end_time(process)
         times = torch.linspace(t0, t1, self.steps + 1, dtype=score_model.dtype)
         h = (t0 - t1) / self.steps
-        x = score_model.prior_sample(shape, generator)
+        x = self.start(score_model, shape, generator, x_T)
         states, stamps = [x], [times[0]]
         if callback is not None:
             callback(0, times[0], x)
@@ -285,6 +286,9 @@ class EulerSampler(sdeflow.Sampler):
         traj = (torch.stack(states), torch.stack(stamps)) if return_trajectory else (None, None)
         return sdeflow.SampleResult(samples=self.finish(x), nfe=self.report(nfe), steps=self.steps,
                                     trajectory=traj[0], times=traj[1])
+
+    def start(self, score_model, shape, generator, x_T):  # type: ignore[no-untyped-def]
+        return score_model.prior_sample(shape, generator) if x_T is None else x_T
 
     def finish(self, x: Tensor) -> Tensor:
         return x
@@ -310,8 +314,23 @@ class UncountedDenoising(EulerSampler):
         sm = self.score_model
         return sm.x0(x, torch.full((x.shape[0],), float(sm.process.t_min), dtype=x.dtype), check=False)
 
-    def _sample(self, score_model, shape, generator, callback, progress, return_trajectory):  # type: ignore[no-untyped-def]
+    def _sample(self, score_model, shape, generator, callback, progress, return_trajectory,  # type: ignore[no-untyped-def]
+                x_T=None):
         self.score_model = score_model
+        return super()._sample(score_model, shape, generator, callback, progress, return_trajectory, x_T)
+
+
+class IgnoresXT(EulerSampler):
+    """Takes x_T but draws its own start."""
+
+    def start(self, score_model, shape, generator, x_T):  # type: ignore[no-untyped-def]
+        return score_model.prior_sample(shape, generator)
+
+
+class NoXT(EulerSampler):
+    """A loop of its own that cannot start from a given x_T."""
+
+    def _sample(self, score_model, shape, generator, callback, progress, return_trajectory):  # type: ignore[no-untyped-def]
         return super()._sample(score_model, shape, generator, callback, progress, return_trajectory)
 
 
@@ -365,6 +384,17 @@ def test_the_plain_euler_sampler_passes() -> None:
 def test_sampler_checks_catch_their_bug(sampler: type, check: str, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         kit.SAMPLER_CHECKS[check](sampler)
+
+
+@pytest.mark.skipif("x_T" not in inspect.signature(sdeflow.Sampler.sample).parameters,
+                    reason="Sampler.sample(..., x_T=...) is not in this core yet")
+@pytest.mark.parametrize("sampler, message", [
+    (IgnoresXT, r"must start from x_T, but the state at step 0 differs from it"),
+    (NoXT, r"cannot start from a given x_T: its _sample\(\) takes no x_T argument"),
+], ids=lambda v: v.__name__ if isinstance(v, type) else "")
+def test_the_contract_check_catches_a_sampler_not_starting_from_x_T(sampler: type, message: str) -> None:
+    with pytest.raises(AssertionError, match=message):
+        kit.check_sampler_contract(sampler)
 
 
 # ---------------------------------------------------------------------------------- false capability claims
@@ -486,12 +516,13 @@ class EulerODE(sdeflow.Sampler):
     def __init__(self, steps: int = 100, t_end: float | None = None) -> None:
         self.steps, self.t_end = steps, t_end
 
-    def _sample(self, score_model, shape, generator, callback, progress, return_trajectory):  # type: ignore[no-untyped-def]
+    def _sample(self, score_model, shape, generator, callback, progress, return_trajectory,  # type: ignore[no-untyped-def]
+                x_T=None):
         process, nfe = score_model.process, 0
         t0 = float(process.t_max)
         t1 = float(process.t_min) if self.t_end is None else float(self.t_end)
         times = torch.linspace(t0, t1, self.steps + 1, dtype=score_model.dtype)
-        x = score_model.prior_sample(shape, generator)
+        x = score_model.prior_sample(shape, generator) if x_T is None else x_T
         if callback is not None:
             callback(0, times[0], x)
         flow = process.probability_flow(lambda y, tt: score_model.score(y, tt, check=False))
