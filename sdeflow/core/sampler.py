@@ -49,7 +49,9 @@ class Sampler:
       ``float(tensor)``, ...), which makes a GPU wait every step; ``False`` (the default) promises
       a loop free of them (adaptive step-size control, e.g. torchdiffeq's, needs them).
 
-    A sampler whose capabilities depend on its options (``ode``'s order on its method, ``ddim``
+    Each is a claim the conformance kit (:mod:`sdeflow.testing`) verifies: the order against the
+    empirical order on Gaussians, the others by running the sampler. A sampler whose capabilities
+    depend on its options (``ode``'s order on its method, ``ddim``
     stochastic for ``eta > 0``, ``pc`` on its components) overrides them with properties;
     :meth:`capabilities` reports an instance's. :meth:`options` lists the constructor options
     and their defaults; the attribute names ``options`` and ``capabilities`` are reserved.
