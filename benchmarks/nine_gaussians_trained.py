@@ -1,6 +1,6 @@
 """Mode frequencies of trained nine-Gaussian models against the mixture weights (issue 3).
 
-Trains the nine-Gaussian mixture of reference text 004 with NCSN, DDPM and sub-VP (the same
+Trains the nine-Gaussian mixture of reference text 004 with NCSN, DDPM, sub-VP and rectified flow (the same
 recipes as ``tests/test_methods_trained.py`` by default: MLP width 64, depth 3, Adam lr 5e-3 with
 cosine decay, batch 1024, EMA 0.999, ``CI_STEPS`` steps) for several training lengths and
 training seeds, samples each model with its method's own sampler and reports, per run:
@@ -58,11 +58,14 @@ METHODS: dict[str, tuple[str, dict[str, Any], list[tuple[str, str, dict[str, Any
     "ddpm100": ("ddpm", {"num_steps": 100, "beta_start": 1e-3, "beta_end": 0.2}, [("ancestral", "ancestral", {})]),
     "subvp": ("subvp", {"beta_max": 10.0}, [("sde", "sde", {"steps": 100}),
                                             ("ode", "ode", {"rtol": 1e-3, "atol": 1e-3})]),
+    # rectified flow trained by flow matching (a velocity network), Euler on the flow with 100 steps as in the CI
+    "rectified_flow": ("rectified_flow", {}, [("euler 100", "ode", {"method": "euler", "steps": 100}),
+                                              ("ode", "ode", {"rtol": 1e-3, "atol": 1e-3})]),
 }
 
 
 #: training steps of the CI recipe (tests/test_methods_trained.py's NINE_STEPS), the default --steps
-CI_STEPS = {"ncsn": 3000, "ddpm": 3000, "ddpm100": 3000, "subvp": 4000}
+CI_STEPS = {"ncsn": 3000, "ddpm": 3000, "ddpm100": 3000, "subvp": 4000, "rectified_flow": 3000}
 
 
 def frequency_stats(samples: torch.Tensor) -> tuple[float, list[int], float, float]:

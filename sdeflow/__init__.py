@@ -14,9 +14,9 @@ from .core.dynamics import ProbabilityFlowODE, ReverseSDE
 from .core.embeddings import sinusoidal_embedding
 from .core.likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 from .core.linear_beta import LinearBeta
-from .core.losses import denoising_score_matching
+from .core.losses import denoising_score_matching, flow_matching_loss, logit_normal_time
 from .core.marginal_process import MarginalDefinedProcess
-from .core.parametrization import PARAMETRIZATIONS, to_eps, to_score, to_v, to_x0
+from .core.parametrization import PARAMETRIZATIONS, to_eps, to_score, to_v, to_velocity, to_x0
 from .core.process import ForwardProcess
 from .core.sampler import Sampler, SampleResult
 from .core.score_model import ScoreModel
@@ -65,12 +65,14 @@ __all__ = [
     "create_sampler",
     "denoising_score_matching",
     "dequantize",
+    "flow_matching_loss",
     "hookimpl",
     "levels_to_signed",
     "list_components",
     "list_plugins",
     "load_score_model",
     "log_likelihood",
+    "logit_normal_time",
     "plugin_info",
     "rand",
     "randn",
@@ -80,6 +82,7 @@ __all__ = [
     "to_eps",
     "to_score",
     "to_v",
+    "to_velocity",
     "to_x0",
     "unregister_plugin",
     "__version__",

@@ -110,7 +110,9 @@ def test_quick_preset_is_the_documented_grid() -> None:
     q = bench.preset("quick")
     assert q.targets == ["gauss1d", "nine_gaussians"] and q.nfe == [10, 20, 40] and q.samples == 2000
     f = bench.preset("full")
-    assert f.targets == ["gauss1d", "nine_gaussians", "aniso16", "aniso64"] and f.processes == ["vp", "ddpm", "ve", "subvp"]
+    assert f.targets == ["gauss1d", "nine_gaussians", "aniso16", "aniso64"]
+    assert f.processes == ["vp", "ddpm", "ve", "subvp", "rectified_flow"]
+    assert {"diffusers FlowMatchEuler", "diffusers FlowMatchEuler shift=3"} <= set(f.peers)
     sampler_names = {bench.resolve_config(c).sampler for c in f.samplers}
     assert sampler_names == set(sdeflow.list_plugins()["sampler"])  # every built-in sampler is in the full grid
     with pytest.raises(OptionError, match="unknown preset"):
@@ -236,13 +238,47 @@ def test_peer_schedule_is_the_process_schedule() -> None:
 
 
 @needs_diffusers
-@pytest.mark.parametrize("process", ["vp", "ve"])
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_flow_match_euler_is_ddim_on_the_flow(shift: float) -> None:
+    """On ``x_t = (1 - t) x_0 + t eps`` an Euler step of the flow in ``t`` is exactly a DDIM step, so diffusers'
+    FlowMatchEulerDiscreteScheduler (SD3's sampler; shift 1 and 3) from the same ``p_{t_max}`` draws equals
+    sdeflow's ``ddim`` on the scheduler's own levels ``sigma / alpha = s / (1 - s)``, up to the float32 the
+    scheduler steps in (measured 1.0e-6)."""
+    import diffusers
+
+    from sdeflow.bench.flow_peer import unshifted_levels
+    from sdeflow.bench.peers import peer_config, run_peer
+    from sdeflow.bench.reference import fix_prior
+    from sdeflow.data.datasets import nine_gaussians
+
+    p = sdeflow.create_process("rectified_flow")
+    sm = nine_gaussians(dtype=torch.float64).score_model(p)
+    x_T = sm.prior_sample((200, 2), torch.Generator().manual_seed(0))
+    label = "diffusers FlowMatchEuler" + ("" if shift == 1.0 else " shift=3")
+    res = run_peer(peer_config(label), 10, sm, x_T)
+    assert res.nfe == 10 and res.steps == 10
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift)
+    sched.set_timesteps(sigmas=unshifted_levels(p.t_max, 1e-3, 10, shift))
+    s = sched.sigmas.double()
+    assert float(s[0]) == pytest.approx(p.t_max, rel=1e-6) and float(s[-1]) == 0.0
+    levels = (s / (1 - s)).tolist()
+    levels[0] = p.t_max / (1 - p.t_max)  # the process's own level at t_max (float32 rounding aside)
+    fix_prior(sm, x_T)
+    mine = sdeflow.create_sampler("ddim", schedule=levels).sample(sm, (200, 2))
+    assert mine.nfe == 10
+    torch.testing.assert_close(res.samples, mine.samples, rtol=1e-5, atol=1e-5)
+
+
+@needs_diffusers
+@pytest.mark.parametrize("process", ["vp", "ve", "rectified_flow"])
 def test_peers_converge_to_the_reference_ode(process: str) -> None:
     """The deterministic diffusers schedulers approach the probability-flow ODE solution from the same
-    noise (followed by the denoising they all end with) as NFE grows, on a VP and a VE process."""
+    noise (followed by the denoising they all end with) as NFE grows, on a VP and a VE process and a flow;
+    the flow-matching Euler scheduler runs on all three through the rectified-flow frame."""
     spec = bench.BenchSpec(targets=["gauss1d"], processes=[process], samplers=[],
                            peers=["diffusers DDIM", "diffusers Euler", "diffusers Heun", "diffusers DPMSolverMultistep",
-                                  "diffusers UniPC", "diffusers DDPM"],
+                                  "diffusers UniPC", "diffusers DDPM", "diffusers FlowMatchEuler",
+                                  "diffusers FlowMatchEuler shift=3"],
                            nfe=[10, 100], samples=300, paths=32, metrics=["mean_err"], overhead=False,
                            entropy_samples=1000)
     res = bench.run_bench(spec, progress=False)

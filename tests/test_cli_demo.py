@@ -14,7 +14,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from sdeflow.cli import main
-from sdeflow.cli.demo import QUICK_CONFIGS
+from sdeflow.cli.demo import QUICK_CONFIGS, QUICK_FLOW_CONFIGS
 from sdeflow.training import load_checkpoint, load_score_model
 
 
@@ -27,7 +27,10 @@ def test_demo_quick_trains_compares_and_writes_everything(tmp_path: Path) -> Non
     data = json.loads((out / "table.json").read_text())
     rows = data["rows"]
     labels = [label for label, _, _ in QUICK_CONFIGS]
-    assert [(r["model"], r["sampler"]) for r in rows] == [(m, s) for m in ("exact", "trained") for s in labels]
+    flow_labels = [label for label, _, _ in QUICK_FLOW_CONFIGS]
+    assert [(r["model"], r["sampler"]) for r in rows] == (
+        [(m, s) for m in ("exact", "trained") for s in labels]
+        + [(m, s) for m in ("exact flow", "trained flow") for s in flow_labels])
     assert data["training"]["steps"] == 150 and data["samples"] == 400
     for r in rows:
         assert r["nfe"] > 0 and r["seconds"] > 0 and r["gap_stderr"] > 0 and 0 <= r["near_mode"] <= 1
@@ -42,6 +45,11 @@ def test_demo_quick_trains_compares_and_writes_everything(tmp_path: Path) -> Non
     assert md.strip() in res.output.replace("\r", "")
     assert load_checkpoint(out / "model").step == 150
     assert load_score_model(out / "model").network.out.weight.shape == (2, 32)
+    flow = load_score_model(out / "flow_model")
+    assert flow.parametrization == "velocity" and type(flow.process).__name__ == "RectifiedFlowProcess"
+    # the exact flow with 20 Euler steps: most samples near a mode
+    assert [r for r in rows if r["model"] == "exact flow"][0]["near_mode"] > 0.9
+    assert "| trained flow | ode euler 20 |" in md
     assert (out / "samples.png").stat().st_size > 5000 and (out / "loss.png").stat().st_size > 2000
 
 

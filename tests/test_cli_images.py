@@ -171,7 +171,7 @@ def test_demo_images_bad_flags(tmp_path: Path) -> None:
 
 
 def test_demo_flag_images_runs_the_image_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``sdeflow demo --images`` is ``sdeflow demo images`` with its defaults (vp and vdm, out folder
+    """``sdeflow demo --images`` is ``sdeflow demo images`` with its defaults (vp, vdm and rectified_flow, out folder
     image_demo_out unless --out), forwarding --steps, --quick, -n and the common options; the runs
     here are shrunk (sampler steps) through the recorded call."""
     import sdeflow.cli.image_demo as image_demo
@@ -185,7 +185,9 @@ def test_demo_flag_images_runs_the_image_demo(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(image_demo, "run_image_demo", run)
     monkeypatch.chdir(tmp_path)
     res = invoke("demo", "--images", "--quick", "--steps", "2", "-n", "16", "--seed", "3", "--no-progress")
-    assert [(o, p) for o, p, _ in calls] == [(Path("image_demo_out/vp"), "vp"), (Path("image_demo_out/vdm"), "vdm")]
+    assert [(o, p) for o, p, _ in calls] == [(Path("image_demo_out/vp"), "vp"), (Path("image_demo_out/vdm"), "vdm"),
+                                            (Path("image_demo_out/rectified_flow"), "rectified_flow")]
     kw = calls[0][2]
     assert kw["steps"] == 2 and kw["n_samples"] == 16 and kw["seed"] == 3 and kw["model_options"] == {"base_channels": 8}
     assert (tmp_path / "image_demo_out" / "summary.md").is_file() and "| vdm | 2 |" in res.output
+    assert "| rectified_flow | 2 |" in res.output

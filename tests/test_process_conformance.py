@@ -7,9 +7,9 @@ third-party) is tested automatically. The checks themselves live in
 what they assert, with the equations, is in their docstrings: drift and diffusion generate the
 marginal (moment equations and a Monte-Carlo simulation of the forward SDE), the prior is the
 marginal at ``t_max``, the exact mixture score equals autograd of ``log p_t`` (closed form and
-``torch.distributions``), the probability-flow ODE transports the marginals, log-SNR
-monotonicity and inversion, the declared time interval and its validation, the prior's samples
-and density agree, and shapes for vectors and images.
+``torch.distributions``), the probability-flow ODE transports the marginals and is the flow's
+velocity, the marginal's time derivatives, log-SNR monotonicity and inversion, the declared time
+interval and its validation, the prior's samples and density agree, and shapes for vectors and images.
 """
 
 from __future__ import annotations
@@ -105,6 +105,16 @@ def test_probability_flow_maps_gaussian_exactly(name: str) -> None:
 @each_process
 def test_probability_flow_transports_marginals(name: str) -> None:
     kit.check_process_probability_flow_transport(make_process(name))
+
+
+@each_process
+def test_marginal_derivatives_match_marginal_and_sde(name: str) -> None:
+    kit.check_process_marginal_derivatives(make_process(name))
+
+
+@each_process
+def test_velocity_is_the_probability_flow(name: str) -> None:
+    kit.check_process_velocity(make_process(name))
 
 
 def test_suite_calls_every_process_check_of_the_kit() -> None:

@@ -78,7 +78,8 @@ def test_builtin_samplers_pass_the_kit(name: str, check: str) -> None:
 
 #: under every registered process (the kit's --sdeflow-every-process switch): options and
 #: tolerances where a process needs other ones than the reference OU process
-PROCESS_OPTIONS = {("heun", "vdm"): dict(steps=40)}  # 18 EDM steps from VDM's sigma/alpha = 22026: biased
+#: 18 EDM steps from VDM's sigma/alpha = 22026 or rectified_flow's 999 at t_max: biased
+PROCESS_OPTIONS = {("heun", "vdm"): dict(steps=40), ("heun", "rectified_flow"): dict(steps=40)}
 #: NCSN's default chain has 10 levels, and ancestral and pc walk the chain: a 10-step bias
 PROCESS_TOL = {("ancestral", "ncsn"): 0.2, ("pc", "ncsn"): 0.2}
 
@@ -194,12 +195,33 @@ class UnnormalisedPrior(kit.NonGaussianProcess):
         return super().prior_log_prob(x) + 0.05
 
 
+class WrongDerivativeOU(kit.ReferenceOUProcess):
+    """Its closed-form ``sigma_t'`` is 1% off (the marginal, drift and diffusion are right)."""
+
+    def marginal_and_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        a, s, da, ds = super().marginal_and_derivatives(t)
+        return a, s, da, 1.01 * ds
+
+
+class BiasedScoreOU(kit.ReferenceOUProcess):
+    """Its probability-flow ODE adds 1% of the state: the flow no longer is the velocity."""
+
+    def probability_flow(self, score_fn):  # type: ignore[no-untyped-def]
+        ode = super().probability_flow(score_fn)
+        field = ode.velocity
+        ode.velocity = lambda x, t: field(x, t) + 0.01 * x  # type: ignore[method-assign]
+        return ode
+
+
 @pytest.mark.parametrize("process, check, message", [
     (TrainsOutsideItsInterval(), kit.check_process_time_range, r"sample_training_time draws times outside the declared"),
     (ReversedInterval(), kit.check_process_time_range, r"must satisfy 0 <= t_min < t_max"),
     (ChainOutsideItsInterval(), kit.check_process_time_range, r"discrete_times\(\) spans \[0, 1\], outside"),
     (NarrowPriorDensity(), kit.check_process_prior_density, r"prior samples and prior_log_prob disagree"),
     (UnnormalisedPrior(), kit.check_process_prior_density, r"integrates to 1\.05\d+ in 1-D, not 1"),
+    (WrongDerivativeOU(), kit.check_process_marginal_derivatives, "sigma_t' vs central differences"),
+    (ScaledStdOU(), kit.check_process_marginal_derivatives, "vs 2 sigma sigma' - 2 f sigma"),
+    (BiasedScoreOU(), kit.check_process_velocity, "score / 2 vs the velocity"),
     (ScaledStdOU(), kit.check_process_moment_equations, "variance from drift and diffusion"),
     (ScaledStdOU(), kit.check_process_forward_simulation, "forward SDE simulated"),
     (WeakDriftOU(), kit.check_process_moment_equations, "mean from the drift"),
@@ -506,6 +528,45 @@ class UsesAlphaSigmaUndeclared(FirstOrderGrid):
     requires_gaussian_marginals = False
 
 
+class FlowDDIM(GridSampler):
+    """DDIM (Song et al. 2021a, Eq. 12 with eta = 0) from the data prediction, time-uniform: finite where
+    alpha = 0, so it starts at pure noise and declares requires_finite_start = False (and is right)."""
+
+    name = "kit-flow-ddim"
+    requires_gaussian_marginals = True
+    requires_finite_start = False
+    order = 1.0
+
+    def __init__(self, steps: int = 100, t_end: float | None = None, check_finite: bool = True) -> None:
+        self.steps, self.t_end, self.check_finite = steps, t_end, check_finite
+
+    def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, tuple[list[float], list[float]]]:
+        grid = torch.linspace(t_start, t_end, self.steps + 1, dtype=F64)
+        with torch.no_grad():
+            a, s = run.process.marginal(grid)
+        return grid, (a.tolist(), s.tolist())
+
+    def step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
+        alpha, sigma = run.plan
+        x0 = run.x0(x, run.at(k))
+        return alpha[k + 1] * x0 + sigma[k + 1] * ((x - alpha[k] * x0) / sigma[k])
+
+
+class SkipsTheStartCheck(FlowDDIM):
+    """Declares requires_finite_start = True but never checks the process's start."""
+
+    requires_finite_start = True
+
+    def check_compatible(self, score_model):  # type: ignore[no-untyped-def]
+        return None
+
+
+class ClaimsAFreeStart(FirstOrderGrid):
+    """Declares requires_finite_start = False but its coefficients need alpha > 0 everywhere."""
+
+    requires_finite_start = False
+
+
 class EulerODE(sdeflow.Sampler):
     """Euler steps on the probability-flow ODE (Song et al. 2021, Eq. 13), uniform in time: only drift,
     diffusion and score, so it declares requires_gaussian_marginals = False (and is right)."""
@@ -565,6 +626,7 @@ def test_honest_fixtures_pass() -> None:
     kit.check_sampler(ExpMidpoint)  # the midpoint sampler of the toolkit's docs passes every check
     for check in ("order", "stochastic", "no_gaussian_marginals", "host_syncs"):
         kit.SAMPLER_CHECKS[check](EulerODE)
+    kit.check_sampler_finite_start(FlowDDIM)
     kit.check_sampler_order(EulerSampler)
 
 
@@ -584,6 +646,10 @@ def test_honest_fixtures_pass() -> None:
     (BoolInLoop, "host_syncs", r"declares host_syncs=False.*bool\(tensor\) at .*test_testing_kit\.py"),
     (UsesAlphaSigmaUndeclared, "no_gaussian_marginals", r"declares requires_gaussian_marginals=False but used "
                                                         r"(marginal|log_snr)"),
+    (SkipsTheStartCheck, "finite_start", r"\(requires_finite_start\) on a process with alpha = 0 at t_max: expected "
+                                         r"IncompatibleError"),
+    (ClaimsAFreeStart, "finite_start", r"declares requires_finite_start=False but on NoiseEndProcess \(alpha = 0 at "
+                                       r"t_max\) it fails"),
     (DenoisesUndeclared, "no_gaussian_marginals", r"declares requires_gaussian_marginals=False but used marginal\(t\) "
                                                   r"\(alpha_t, sigma_t\)"),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else "")

@@ -5,8 +5,8 @@ mapping"); the NFE a run actually used is recorded next to the budget.
 
 * ``ode euler`` ``steps = B``; ``ode heun2``/``ode midpoint`` ``B // 2`` (2 evaluations a step);
   ``ode rk4`` ``B // 4``.
-* ``dpm_solver`` (2M/3M, log-SNR or time-uniform steps), ``unipc`` (UniPC-2/3) and ``ddim`` (eta 0
-  or 1): ``steps = B``.
+* ``dpm_solver`` (2M/3M, log-SNR or time-uniform steps), ``unipc`` (UniPC-2/3, log-SNR or time-uniform
+  steps) and ``ddim`` (eta 0 or 1): ``steps = B``.
 * ``heun`` (EDM): ``B // 2`` steps (two evaluations a step); ``(B + 1) // 2`` when the last step
   goes to ``sigma = 0`` (VE at ``t = 0``), which costs one evaluation.
 * ``sde euler``: ``B - 1`` steps plus the final denoising; ``sde heun``: ``(B - 1) // 2`` steps
@@ -91,6 +91,7 @@ BUILTIN_CONFIGS: list[SamplerConfig] = [
                   _at_least(2, lambda b, p: dict(steps=b, schedule="time_uniform", lower_order_final=False))),
     SamplerConfig("unipc-2", "unipc", _at_least(2, lambda b, p: dict(steps=b))),
     SamplerConfig("unipc-3", "unipc", _at_least(3, lambda b, p: dict(steps=b, order=3))),
+    SamplerConfig("unipc-2 time_uniform", "unipc", _at_least(2, lambda b, p: dict(steps=b, schedule="time_uniform"))),
     SamplerConfig("ddim", "ddim", lambda b, p: dict(steps=b)),
     SamplerConfig("ddim eta=1", "ddim", lambda b, p: dict(steps=b, eta=1.0)),
     SamplerConfig("heun", "heun", _at_least(3, lambda b, p: dict(steps=heun_steps(b, p)))),

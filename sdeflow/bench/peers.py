@@ -34,6 +34,9 @@ The mapping between conventions (also in ``docs/bench.md``):
 NFE: one model call per timestep; Heun's ``N`` steps cost ``2N - 1`` calls (no second stage on
 the last step to ``sigma = 0``), so a budget ``B`` gives ``(B + 1) // 2`` steps; all others
 ``B`` steps.
+
+The flow-matching Euler scheduler (``FlowMatchEulerDiscreteScheduler``, shift 1 and SD3's 3) works
+in the rectified-flow frame instead: :mod:`sdeflow.bench.flow_peer`.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
 from ..errors import IncompatibleError, OptionError
 from ..utils.shapes import append_dims
+from .flow_peer import run_flow_peer
 
 #: diffusers' training timesteps
 NUM_TRAIN_TIMESTEPS = 1000
@@ -68,6 +72,8 @@ class PeerConfig:
         sigma_based: the model input is scaled by ``1 / sqrt(1 + sigma^2)`` (Euler, Heun).
         evals_per_step: 2 for Heun (the last step 1), else 1.
         order: the nominal order (deterministic schedulers).
+        flow: a flow-matching scheduler, run in the rectified-flow frame on the exact velocity
+            (:mod:`sdeflow.bench.flow_peer`); ``kwargs["shift"]`` is its shift.
     """
 
     label: str
@@ -77,6 +83,7 @@ class PeerConfig:
     sigma_based: bool = False
     evals_per_step: int = 1
     order: float | None = None
+    flow: bool = False
 
     def steps_for(self, budget: int) -> int:
         """Inference steps within ``budget`` evaluations."""
@@ -93,6 +100,9 @@ PEER_CONFIGS: list[PeerConfig] = [
     PeerConfig("diffusers DPMSolverMultistep", "DPMSolverMultistepScheduler",
                dict(solver_order=2, algorithm_type="dpmsolver++"), order=2.0),
     PeerConfig("diffusers UniPC", "UniPCMultistepScheduler", dict(solver_order=2), order=3.0),
+    PeerConfig("diffusers FlowMatchEuler", "FlowMatchEulerDiscreteScheduler", dict(shift=1.0), order=1.0, flow=True),
+    PeerConfig("diffusers FlowMatchEuler shift=3", "FlowMatchEulerDiscreteScheduler", dict(shift=3.0), order=1.0,
+               flow=True),
 ]
 
 
@@ -184,6 +194,9 @@ def run_peer(config: PeerConfig, budget: int, score_model: ScoreModel, x_T: Tens
     Returns:
         :class:`PeerResult` with samples in data space.
     """
+    if config.flow:
+        samples, nfe, steps = run_flow_peer(config, budget, score_model, x_T)
+        return PeerResult(samples=samples, nfe=nfe, steps=steps)
     process = score_model.process
     times = peer_times(process)
     betas = peer_betas(process, times)

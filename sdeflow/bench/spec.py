@@ -135,7 +135,7 @@ FULL_SAMPLERS = ["ode euler", "ode heun2", "ode rk4", "dpm_solver 2M", "dpm_solv
 
 FULL = BenchSpec(
     targets=["gauss1d", "nine_gaussians", "aniso16", "aniso64"],
-    processes=["vp", "ddpm", "ve", "subvp"],
+    processes=["vp", "ddpm", "ve", "subvp", "rectified_flow"],
     samplers=list(FULL_SAMPLERS),
     peers=list(ALL_PEERS),
     nfe=[10, 20, 50, 100],

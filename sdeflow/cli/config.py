@@ -14,7 +14,7 @@ Layout (every key optional; ``sdeflow train --print-config`` prints a complete o
 
     [model]
     name = "mlp"
-    parametrization = "eps"
+    parametrization = "eps"     # default: the process's own (eps; velocity for rectified_flow)
     [model.options]
     hidden = 256
 
@@ -46,7 +46,8 @@ from typing import Any
 import click
 
 from ..core.parametrization import PARAMETRIZATIONS
-from ..errors import OptionError
+from ..errors import OptionError, UnknownComponentError
+from ..plugins.manager import get_manager
 from ..training.trainer import TrainConfig
 from .options import DTYPE_CHOICES
 
@@ -78,7 +79,7 @@ class RunConfig:
     process_options: dict[str, Any] = field(default_factory=dict)
     model: str = "mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
-    parametrization: str = "eps"
+    parametrization: str | None = None  # None: the process's default_parametrization (complete() fills it in)
     data: str = "nine_gaussians"
     data_options: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
@@ -97,9 +98,11 @@ class RunConfig:
         return cfg
 
     def complete(self) -> "RunConfig":
-        """A copy whose ``training`` lists every field (defaults filled in)."""
+        """A copy whose ``training`` lists every field (defaults filled in) and whose parametrization is
+        set (when not given: the process's ``default_parametrization``, e.g. ``velocity`` for a flow)."""
         full = {k: v for k, v in asdict(self.train_config()).items() if k in TRAIN_FIELDS}
-        return RunConfig(**{**asdict(self), "training": full})
+        return RunConfig(**{**asdict(self), "training": full,
+                            "parametrization": self.parametrization or process_parametrization(self.process)})
 
     def to_toml(self) -> str:
         """TOML text that :func:`load_config` reads back to an equal config."""
@@ -120,6 +123,17 @@ class RunConfig:
                 v = "none"
             lines.append(f"{k} = {_toml_value(list(v) if isinstance(v, tuple) else v, 'training.' + k)}")
         return "\n".join(lines) + "\n"
+
+
+def process_parametrization(name: str) -> str:
+    """The ``default_parametrization`` of the registered process ``name`` (``"eps"`` for an unknown name
+    or a factory without one; the unknown name is reported when the process is built)."""
+    try:
+        factory = get_manager().registry.get("process", name).factory
+    except UnknownComponentError:  # reported with the valid names when the process is built
+        return "eps"
+    value = getattr(factory, "default_parametrization", "eps")
+    return value if value in PARAMETRIZATIONS else "eps"
 
 
 # --------------------------------------------------------------------------- reading
@@ -181,7 +195,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
         setattr(cfg, f"{section}_options", dict(opts))
         if section == "model" and "parametrization" in table:
             cfg.parametrization = table["parametrization"]
-    if cfg.parametrization not in PARAMETRIZATIONS:
+    if cfg.parametrization is not None and cfg.parametrization not in PARAMETRIZATIONS:
         raise fail(f"[model] parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {cfg.parametrization!r}")
     return cfg
 

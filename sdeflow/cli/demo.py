@@ -8,6 +8,10 @@ the trained model and on the exact score.
 2. Sample the trained model and the mixture's exact score (:meth:`GaussianMixture.score_model`,
    where every error is the solver's) with several solvers: reverse SDE, probability-flow ODE
    (adaptive and fixed-step), DPM-Solver++, EDM's Heun, DDIM.
+   The same network trained as a rectified flow (Liu et al. 2022) by flow matching (Lipman et al.
+   2023), predicting the velocity, and the exact flow of the mixture, are sampled by Euler on the
+   flow (the rectified-flow sampler), UniPC and DPM-Solver++: the rows ``exact flow`` and ``trained flow``
+   (checkpoint in ``<out>/flow_model``).
 3. Score every sample set against the exact density: NFE, wall time, log-density gap with its
    standard error, sliced W2 (with the noise floor of two independent target sets), and the
    fraction of samples within 3 standard deviations of a mode; print the table and write
@@ -46,6 +50,19 @@ QUICK_CONFIGS: list[tuple[str, str, dict]] = [
     ("dpm_solver++ 2M 10", "dpm_solver", {"steps": 10}),
     ("heun (EDM) 10", "heun", {"steps": 10}),
 ]
+#: the rectified flow's rows: Euler on the flow (Liu et al. 2022's sampler), UniPC with steps uniform in time (the
+#: better schedule for a flow, docs/bench_results.md) and DPM-Solver++ with its default log-SNR steps
+FLOW_CONFIGS: list[tuple[str, str, dict]] = [
+    ("ode euler 20", "ode", {"method": "euler", "steps": 20}),
+    ("ode euler 100", "ode", {"method": "euler", "steps": 100}),
+    ("unipc 20 time_uniform", "unipc", {"steps": 20, "schedule": "time_uniform"}),
+    ("dpm_solver++ 2M 20", "dpm_solver", {"steps": 20}),
+]
+QUICK_FLOW_CONFIGS: list[tuple[str, str, dict]] = [
+    ("ode euler 20", "ode", {"method": "euler", "steps": 20}),
+]
+#: the flow trained next to the diffusion: the same network and recipe, flow matching, a velocity network
+FLOW_PROCESS = "rectified_flow"
 
 
 @dataclass
@@ -61,6 +78,10 @@ class DemoTraining:
     lr: float = 5e-3
     warmup_steps: int = 100
     ema_decay: float = 0.99
+
+    def as_flow(self) -> "DemoTraining":
+        """The same recipe for the rectified flow (its own default loss, flow matching)."""
+        return DemoTraining(**{**asdict(self), "process": FLOW_PROCESS, "process_options": {}})
 
     @classmethod
     def quick(cls) -> "DemoTraining":
@@ -113,7 +134,7 @@ def run_demo(out_dir: str | Path = "demo_out", n: int = 4000, seed: int = 0, qui
 
     Args:
         out_dir: output folder (created): ``table.{md,csv,json}``, ``samples.png``, ``loss.png``,
-            ``losses.csv`` and the checkpoint folder ``model/``.
+            ``losses.csv`` and the checkpoint folders ``model/`` and ``flow_model/`` (the rectified flow).
         n: samples per configuration.
         seed: seeds the network initialisation, training and every sampler (the same seed for
             each configuration).
@@ -124,7 +145,7 @@ def run_demo(out_dir: str | Path = "demo_out", n: int = 4000, seed: int = 0, qui
         progress: show a training progress bar.
 
     Returns:
-        The table rows (exact rows first, per solver, then the trained ones).
+        The table rows (exact rows first, per solver, then the trained ones; then the flow's, likewise).
     """
     from .outputs import write_losses
 
@@ -143,18 +164,28 @@ def run_demo(out_dir: str | Path = "demo_out", n: int = 4000, seed: int = 0, qui
     echo(f"  trained in {time.perf_counter() - t0:.1f} s, final loss {losses[-1][1]:.4f}; "
          f"checkpoint in {out / 'model'}")
     write_losses(out, losses, f"demo: {settings.process} + mlp on nine Gaussians")
+    flow_settings = settings.as_flow()
+    t0 = time.perf_counter()
+    flow_trained, flow_losses = train_demo_model(out / "flow_model", flow_settings, seed=seed, device=device,
+                                                 dtype=dtype, progress=progress)
+    echo(f"  the same MLP as a rectified flow (flow matching, velocity): trained in {time.perf_counter() - t0:.1f} s, "
+         f"final loss {flow_losses[-1][1]:.4f}; checkpoint in {out / 'flow_model'}")
     exact = nine_gaussians(dtype=dtype).score_model(create_process(settings.process, **settings.process_options))
     exact = exact.to(device=device)
+    exact_flow = nine_gaussians(dtype=dtype).score_model(create_process(FLOW_PROCESS)).to(device=device)
     reference = target.sample(n, torch.Generator().manual_seed(seed + 10_000))
     # E_p[log p] from many target samples, so the gap's noise is the sampler's samples' alone
     big_reference = target.sample(200_000, torch.Generator().manual_seed(seed + 30_000))
     noise_floor = sliced_wasserstein(target.sample(n, torch.Generator().manual_seed(seed + 20_000)), reference,
                                      generator=torch.Generator().manual_seed(1))
     configs = QUICK_CONFIGS if quick else FULL_CONFIGS
+    flow_configs = QUICK_FLOW_CONFIGS if quick else FLOW_CONFIGS
     rows: list[DemoRow] = []
     panels: list[tuple[str, torch.Tensor]] = []
-    for model_name, model in (("exact", exact), ("trained", trained)):
-        for label, sname, opts in configs:
+    runs = [("exact", exact, configs), ("trained", trained, configs), ("exact flow", exact_flow, flow_configs),
+            ("trained flow", flow_trained, flow_configs)]
+    for model_name, model, model_configs in runs:
+        for label, sname, opts in model_configs:
             sampler = create_sampler(sname, **opts)
             t1 = time.perf_counter()
             with torch.no_grad():
@@ -170,6 +201,7 @@ def run_demo(out_dir: str | Path = "demo_out", n: int = 4000, seed: int = 0, qui
             echo(f"  {model_name:<8} {label:<20} nfe={res.nfe:<5} {dt:6.2f}s  gap={row.log_density_gap:+.3f}")
     header = (f"Nine Gaussians, {settings.process} {settings.process_options}; trained: MLP {settings.hidden}x"
               f"{settings.depth}, {settings.steps} steps of {settings.batch_size}, EMA {settings.ema_decay}; "
+              f"'flow' rows: {FLOW_PROCESS} (the same MLP and recipe, flow matching, velocity); "
               f"{n} samples per row, seed {seed}.")
     table = header + "\n\n" + format_table(rows, noise_floor)
     echo(table)
@@ -192,7 +224,9 @@ def format_table(rows: list[DemoRow], noise_floor: float) -> str:
                  "The log-density gap is E_target[log p] (from 200,000 target samples) - E_samples[log p] under the "
                  "exact target density; ± is its standard error. 0 within ± means the sampler is indistinguishable "
                  "from the target by this statistic. 'exact' rows use the mixture's closed-form score (the error is "
-                 "the solver's alone); 'trained' rows add the network's error.")
+                 "the solver's alone); 'trained' rows add the network's error. 'flow' rows: the rectified flow "
+                 "x_t = (1 - t) x_0 + t eps, sampled by Euler on its velocity (the rectified-flow sampler), UniPC "
+                 "with time-uniform steps (on a flow better than log-SNR steps) and DPM-Solver++ (log-SNR steps).")
     return "\n".join(lines)
 
 
@@ -215,7 +249,7 @@ def _plot(path: Path, reference: torch.Tensor, panels: list[tuple[str, torch.Ten
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    nrows = len(panels) // ncols + 1
+    nrows = 1 + -(-len(panels) // ncols)  # the target and the loss on the first row, then the panels
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 3.0 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.set_xlim(-3.5, 3.5)
@@ -243,6 +277,8 @@ def _plot(path: Path, reference: torch.Tensor, panels: list[tuple[str, torch.Ten
         ax = axes[1 + i // ncols][i % ncols]
         ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.3, color="tab:blue" if title.startswith("exact") else "tab:orange")
         ax.set_title(title, fontsize=8)
+    for ax in axes.flat[ncols + len(panels):]:  # the unused cells of the last row
+        ax.axis("off")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=80)

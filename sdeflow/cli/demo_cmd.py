@@ -20,8 +20,9 @@ from .options import (
     resolve_seed,
 )
 
-#: processes the image demo trains when no --process is given (VDM, a process of discrete data, and VP for comparison)
-IMAGE_DEMO_PROCESSES = ("vp", "vdm")
+#: processes the image demo trains when no --process is given (VDM, a process of discrete data, VP for
+#: comparison, and a rectified flow)
+IMAGE_DEMO_PROCESSES = ("vp", "vdm", "rectified_flow")
 
 
 @main.group("demo", invoke_without_command=True)
@@ -34,8 +35,8 @@ IMAGE_DEMO_PROCESSES = ("vp", "vdm")
 @click.option("--quick", is_flag=True, help="A small network, few steps and four solvers (seconds).")
 @click.option("--images", is_flag=True,
               help="Run the image demo instead (`sdeflow demo images` with its defaults: a UNet on the digits under "
-                   "vp and vdm; --out [default: image_demo_out], --steps, -n (grid images), --quick and the common "
-                   "options carry over).")
+                   "vp, vdm and rectified_flow; --out [default: image_demo_out], --steps, -n (grid images), --quick "
+                   "and the common options carry over).")
 @progress_option
 @common_options
 @click.pass_context
@@ -72,8 +73,8 @@ def demo_command(ctx: click.Context, out_dir: str, n: int, steps: int | None, qu
 @click.option("--out", "out_dir", default="image_demo_out", show_default=True, type=click.Path(file_okay=False),
               help="Folder of the run: one subfolder per process (grid.png, report.md/json, model/) and summary.md.")
 @click.option("--process", "processes", multiple=True, metavar="NAME",
-              help="Process to train (repeatable; any registered one) [default: vp and vdm].")
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+              help="Process to train (repeatable; any registered one) [default: vp, vdm and rectified_flow].")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
               help="Wall-clock training budget per process (ignored with --steps).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Optimiser steps per process instead of --minutes (exact and reproducible) [--quick: 100].")
@@ -98,12 +99,12 @@ def image_demo_command(out_dir: str, processes: tuple[str, ...], minutes: float,
                        sampler_opt: tuple[str, ...], model_opt: tuple[str, ...], image_size: int,
                        n_samples: int | None, n_eval: int | None, decode: str, quick: bool, progress: bool,
                        device: str | None, seed: int | None, dtype: str | None) -> None:
-    """Train a small UNet on scikit-learn's 8x8 digits under VP and VDM (or --process ...), write each
+    """Train a small UNet on scikit-learn's 8x8 digits under VP, VDM and a rectified flow (or --process ...), write each
     one's sample grid and its bits/dim on held-out digits, and a summary table.
 
     \b
     Examples:
-      sdeflow demo images                       # vp and vdm, 3 minutes of training each
+      sdeflow demo images                       # vp, vdm and rectified_flow, 2 minutes of training each
       sdeflow demo images --process vdm --steps 1000 --out vdm_digits
       sdeflow demo images --quick               # seconds, for a smoke test
     """

@@ -30,7 +30,7 @@ from .options import (
 @component_option("process", help="Forward process (vp, subvp, ve, ddpm, ncsn, ... see `sdeflow plugins`).")
 @component_option("model", help="Network (mlp, unet, ...).")
 @click.option("--parametrization", type=click.Choice(PARAMETRIZATIONS), default=None,
-              help="What the network predicts [default: eps].")
+              help="What the network predicts [default: the process's own: eps; velocity for rectified_flow].")
 @click.option("--data", default=None, metavar="NAME|FILE|FOLDER",
               help="Data set name, a .pt/.pth/.npz/.npy file (N, *dims) (4-D: images) or a folder of PNG images "
               "[default: nine_gaussians]. Names: " + dataset_help())
@@ -69,6 +69,7 @@ def train_command(config_path: str | None, process: str | None, process_opt: tup
       sdeflow train --process subvp --data two_moons --steps 3000 --out runs/moons
       sdeflow train --process vp --process-opt beta_max=10 --model-opt hidden=256 --data points.npz
       sdeflow train --process vdm --model unet --data digits --steps 1000 --out runs/digits
+      sdeflow train --process rectified_flow --data two_moons --out runs/flow   # flow matching, velocity net
       sdeflow train --config run.toml --steps 5000          # the flag overrides the file
       torchrun --nproc_per_node 2 -m sdeflow.cli train --config run.toml   # data-parallel
     """

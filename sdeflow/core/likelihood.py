@@ -295,6 +295,7 @@ def log_likelihood(
                          f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
 
     process = score_model.process
+    process.check_start("log_likelihood")
     t_min, t_max = float(process.t_min), float(process.t_max)
     floor = float(score_model.score_t_min)
     t0 = floor if t_start is None else float(t_start)

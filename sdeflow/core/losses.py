@@ -13,8 +13,18 @@ process share one implementation. Weightings:
   objective in score form, kept as a name because papers use it;
 * ``"likelihood"``: ``lambda = g(t)^2`` (Song et al. 2021b, "Maximum likelihood training",
   Thm. 1), optionally with importance sampling of ``t`` from ``p(t) ~ g(t)^2 / sigma_t^2``;
-* ``"native"``: MSE on the parametrization's own target (eps, x0 or v; for score models,
-  ``"simple"``).
+* ``"native"``: MSE on the parametrization's own target (eps, x0, v or velocity; for score
+  models, ``"simple"``).
+
+Conditional flow matching (Lipman et al. 2023, Eq. 23; Liu et al. 2022, Eq. 1), the objective of
+flows (:func:`flow_matching_loss`), regresses the velocity ``u = a' x0 + s' eps`` of the path
+``x_t = a x0 + s eps`` instead:
+
+    L_CFM = E_t E_{x0, eps} || u_theta(x_t, t) - (a'_t x0 + s'_t eps) ||^2,
+
+with ``u_theta`` converted from any parametrization; in the eps form it is denoising score
+matching with the weight ``(D / a)^2``, ``D = a s' - s a'`` (``1 / (1 - t)^2`` on the linear path).
+SD3's logit-normal time density (Esser et al. 2024, Sec. 3.1) is :func:`logit_normal_time`.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..errors import OptionError
-from ..utils.shapes import append_dims, rand, randn
+from ..utils.shapes import rand, randn
 from . import parametrization as P
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -158,14 +168,15 @@ def denoising_score_matching(
     else:
         t = process.sample_training_time(n, generator, x0.device, x0.dtype)
     eps = randn(x0.shape, generator, x0.device, x0.dtype)
-    a_, s_ = process.marginal(t)
-    a, s = append_dims(a_, x0.ndim), append_dims(s_, x0.ndim)
+    c = score_model.coefficients(t, x0.ndim)
+    a, s = c["a"], c["s"]
+    s_ = s.reshape(n)
     xt = a * x0 + s * eps
     out = score_model.network_output(xt, t)
     if weighting == "native":
-        err = out - P.target(kind, x0, eps, a, s)
+        err = out - P.target(kind, x0, eps, **c)
     else:
-        err = P.to_eps(kind, out, xt, a, s) - eps
+        err = P.to_eps(kind, out, xt, **c) - eps
     sq = err.pow(2)
     if weighting != "likelihood":
         # unweighted: the batch mean of per-sample means (sums) is the mean over all elements
@@ -176,3 +187,64 @@ def denoising_score_matching(
     w = process.g2(t) / (s_ * s_)
     per_sample = per_sample * (w * per_t_weight if per_t_weight is not None else w)
     return per_sample.mean()
+
+
+def logit_normal_time(n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                      dtype: torch.dtype = torch.float32, t_min: float = 0.0, t_max: float = 1.0, mean: float = 0.0,
+                      std: float = 1.0) -> Tensor:
+    """Training times from SD3's logit-normal density (Esser et al. 2024, Sec. 3.1, Eq. 19):
+    ``t = t_min + (t_max - t_min) sigmoid(m + s n)``, ``n ~ N(0, 1)``, which puts more training
+    weight on the middle of the path (``m = 0``, ``s = 1`` was SD3's best).
+
+    Args:
+        n: number of times.
+        generator: random source.
+        device: device of the result.
+        dtype: dtype of the result.
+        t_min: where the unit interval's 0 is mapped.
+        t_max: where the unit interval's 1 is mapped.
+        mean: location ``m`` of the logit.
+        std: scale ``s > 0`` of the logit.
+
+    Returns:
+        Times of shape ``(n,)`` in ``(t_min, t_max)``.
+    """
+    if not std > 0:
+        raise OptionError(f"the logit-normal scale must be positive, got std={std!r}")
+    z = randn((n,), generator, device, torch.float64)
+    u = torch.sigmoid(float(mean) + float(std) * z)
+    return (float(t_min) + (float(t_max) - float(t_min)) * u).to(dtype)
+
+
+def flow_matching_loss(score_model: "ScoreModel", x0: Tensor, generator: torch.Generator | None = None,
+                       reduction: str = "mean") -> Tensor:
+    """Conditional flow matching (Lipman et al. 2023, Eq. 23; Liu et al. 2022, Eq. 1):
+    ``|| u_theta(x_t, t) - (a'_t x0 + s'_t eps) ||^2`` with ``x_t = a_t x0 + s_t eps`` and
+    ``t ~ process.sample_training_time`` (uniform, or SD3's logit-normal, Esser et al. 2024).
+
+    For ``rectified_flow`` (``x_t = (1 - t) x0 + t eps``) the target is ``eps - x0``. A network in the
+    ``velocity`` parametrization regresses it directly; any other parametrization is converted to
+    the velocity first (:func:`sdeflow.core.parametrization.to_velocity`), which is the same objective
+    with its own weighting (in the eps form ``(D / a)^2``, ``D = a s' - s a'``).
+
+    Args:
+        score_model: the model to train.
+        x0: data batch, shape ``(batch, *dims)``.
+        generator: random source for ``t`` and ``eps``.
+        reduction: ``"mean"`` or ``"sum"`` over data dimensions (always mean over the batch).
+
+    Returns:
+        Scalar loss.
+    """
+    if reduction not in REDUCTIONS:
+        raise OptionError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    process = score_model.process
+    n = x0.shape[0]
+    t = process.sample_training_time(n, generator, x0.device, x0.dtype)
+    eps = randn(x0.shape, generator, x0.device, x0.dtype)
+    c = score_model.coefficients(t, x0.ndim, derivatives=True)
+    xt = c["a"] * x0 + c["s"] * eps
+    out = score_model.network_output(xt, t)
+    err = P.to_velocity(score_model.parametrization, out, xt, **c) - P.target("velocity", x0, eps, **c)
+    sq = err.pow(2)
+    return sq.mean() if reduction == "mean" else sq.sum() / n

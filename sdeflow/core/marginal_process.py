@@ -9,8 +9,9 @@ For a linear SDE ``dx = f(t) x dt + g(t) dw`` with ``x_t = alpha_t x_0 + sigma_t
 with ``lambda_t = log(alpha_t^2 / sigma_t^2)`` the log-SNR. So a schedule given only as
 ``marginal(t)`` (a cosine DDPM schedule, a learned VDM log-SNR, a user's own) gets the reverse
 SDE, the probability-flow ODE and every sampler from the base class. Derivatives come from
-forward-mode automatic differentiation (``torch.func.jvp``): exact, one extra pass, no finite
-differences, and it works inside ``torch.no_grad``.
+:meth:`sdeflow.ForwardProcess.marginal_and_derivatives` (forward-mode automatic differentiation,
+``torch.func.jvp``: exact, one extra pass, no finite differences, and it works inside
+``torch.no_grad``).
 """
 
 from __future__ import annotations
@@ -27,12 +28,6 @@ class MarginalDefinedProcess(ForwardProcess):
 
     Subclasses may override :meth:`marginal_and_derivatives` with closed forms.
     """
-
-    def marginal_and_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(alpha_t, sigma_t, d alpha_t/dt, d sigma_t/dt)``, by forward-mode autodiff of :meth:`marginal`."""
-        with torch.enable_grad():
-            (a, s), (da, ds) = torch.func.jvp(self.marginal, (t,), (torch.ones_like(t),))  # type: ignore[misc]
-        return a, s, da, ds
 
     def drift_coefficient(self, t: Tensor) -> Tensor:
         """``f(t) = d log alpha_t / dt`` (shape ``(batch,)``)."""

@@ -9,8 +9,9 @@ Stochastic Differential Equations", Eq. 5 and Appendix B):
 * :meth:`ForwardProcess.marginal` ``(alpha_t, sigma_t)`` with ``x_t = alpha_t x_0 + sigma_t eps``.
 
 Everything else has a default here: time validation, the prior ``N(0, sigma_{t_max}^2 I)``
-taken from the marginal, perturbation for training, the log-SNR and its inverse, and the
-derived reverse-time SDE and probability-flow ODE.
+taken from the marginal, the time derivatives of the marginal's coefficients (what the flow's
+``velocity`` parametrization needs), perturbation for training, the log-SNR and its inverse, and
+the derived reverse-time SDE and probability-flow ODE.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import ShapeError, TimeRangeError
+from ..errors import IncompatibleError, ShapeError, TimeRangeError
 from ..utils.shapes import append_dims, rand, randn
 from .dynamics import ProbabilityFlowODE, ReverseSDE
 from .losses import denoising_score_matching
@@ -40,11 +41,14 @@ class ForwardProcess(nn.Module):
     * ``gaussian_marginals``: ``marginal(t)`` is exact, so ``q(x_t | x_0)`` is Gaussian.
     * ``t_min``/``t_max``: the time interval; ``t_min`` is where sampling ends and training
       time draws start (instances may override it).
+    * ``default_parametrization``: what a network of this method predicts when
+      :class:`sdeflow.ScoreModel` is not told (``"eps"``; flows: ``"velocity"``).
     * ``data_levels``: the number of discrete data levels of a process of discrete data (``None``:
       continuous data).
     """
 
     gaussian_marginals: ClassVar[bool] = True
+    default_parametrization: ClassVar[str] = "eps"
     t_min: float = 1e-5
     t_max: float = 1.0
     #: relative slack when checking that a time lies in ``[t_min, t_max]``
@@ -88,6 +92,26 @@ class ForwardProcess(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement marginal(t)")
 
+    def marginal_and_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(alpha_t, sigma_t, d alpha_t/dt, d sigma_t/dt)``, each of shape ``(batch,)``.
+
+        The derivatives give the velocity of the interpolation ``x_t = alpha_t x_0 + sigma_t eps``,
+        ``u = (d alpha_t/dt) x_0 + (d sigma_t/dt) eps`` (Lipman et al. 2023, Eq. 15-16; Liu et al.
+        2022, Eq. 1), which the ``velocity`` parametrization and the flow-matching loss need. The
+        default differentiates :meth:`marginal` by forward-mode automatic differentiation
+        (``torch.func.jvp``: exact, one extra pass, no finite differences, also inside
+        ``torch.no_grad``); a process with closed forms overrides it.
+
+        Args:
+            t: times, shape ``(batch,)``.
+
+        Returns:
+            ``(alpha_t, sigma_t, d alpha_t/dt, d sigma_t/dt)``.
+        """
+        with torch.enable_grad():
+            (a, s), (da, ds) = torch.func.jvp(self.marginal, (t,), (torch.ones_like(t),))  # type: ignore[misc]
+        return a, s, da, ds
+
     # ------------------------------------------------------------------ time handling
     def check_time(self, t: Tensor | float, batch: int | None = None, *, like: Tensor | None = None) -> Tensor:
         """Validate diffusion times and return them as a ``(batch,)`` tensor.
@@ -104,7 +128,8 @@ class ForwardProcess(nn.Module):
             Times of shape ``(batch,)``.
         """
         if not isinstance(t, Tensor):
-            t = torch.tensor(float(t))
+            # straight to the target dtype: a float64 time (0.999) must not pass through float32 first
+            t = torch.tensor(float(t), dtype=like.dtype if like is not None else torch.get_default_dtype())
         if like is not None:
             t = t.to(device=like.device, dtype=like.dtype)
         if t.ndim == 0:
@@ -132,6 +157,43 @@ class ForwardProcess(nn.Module):
         asked for its marginal where it is undefined.
         """
         return t.clamp(float(self.t_min), float(self.t_max))
+
+    def check_start(self, who: str) -> None:
+        """Raise :class:`~sdeflow.errors.IncompatibleError` unless the reverse-time dynamics can start at
+        ``t_max``: drift, ``g(t)^2`` and (with Gaussian marginals) the marginal finite there, and
+        ``alpha_{t_max} > 0``.
+
+        An interpolation that reaches pure noise, ``alpha_1 = 0`` (a flow's ``x_1 = eps``), has an
+        infinite drift ``alpha'/alpha`` and ``g^2`` and a log-SNR of ``-inf`` at ``t = 1``: the reverse SDE,
+        the probability-flow ODE in its score form and the solvers stepping in log-SNR are undefined
+        there, so such a process must end its interval short of it (``rectified_flow``: ``t_max = 0.999``).
+        Samplers (``Sampler.requires_finite_start``) and :func:`sdeflow.log_likelihood` call this once,
+        before their loops (a few host evaluations).
+
+        Args:
+            who: the caller, for the message.
+        """
+        ref = next(iter(list(self.parameters()) + list(self.buffers())), None)
+        device = ref.device if ref is not None else None
+        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float64
+        t_max = float(self.t_max)
+        t = torch.full((1,), t_max, dtype=dtype, device=device)
+        with torch.no_grad():
+            one = torch.ones(1, 1, dtype=dtype, device=device)
+            values = {"g(t)^2": self.g2(t), "drift f(1, t)": self.drift(one, t)}
+            if getattr(self, "gaussian_marginals", False):
+                a, s = self.marginal(t)
+                values.update({"alpha_t": a, "sigma_t": s})
+        bad = {k: float(v.reshape(-1)[0]) for k, v in values.items() if not bool(torch.isfinite(v).all())}
+        if "alpha_t" in values and not bad and not float(values["alpha_t"].reshape(-1)[0]) > 0:
+            bad["alpha_t"] = float(values["alpha_t"].reshape(-1)[0])
+        if bad:
+            found = ", ".join(f"{k} = {v:g}" for k, v in bad.items())
+            raise IncompatibleError(
+                f"{who}: {type(self).__name__} cannot be integrated from t_max = {t_max:g}, where {found}: the "
+                "reverse SDE, the probability-flow ODE and log-SNR steps need alpha_t > 0 and a finite drift and "
+                "g(t)^2 there; end the process's interval before alpha_t reaches 0 (e.g. "
+                "create_process('rectified_flow', t_max=0.999))")
 
     # ------------------------------------------------------------------ derived quantities
     def g2(self, t: Tensor) -> Tensor:

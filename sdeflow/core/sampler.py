@@ -48,6 +48,8 @@ class Sampler:
     * ``host_syncs``: its step loop reads device values on the host (``.item()``, ``bool(tensor)``,
       ``float(tensor)``, ...), which makes a GPU wait every step; ``False`` (the default) promises
       a loop free of them (adaptive step-size control, e.g. torchdiffeq's, needs them).
+    * ``requires_finite_start``: it evaluates the drift, ``g^2`` or the log-SNR at ``t_max``, so the
+      process must have ``alpha_{t_max} > 0`` there (:meth:`sdeflow.ForwardProcess.check_start`).
 
     Each is a claim the conformance kit (:mod:`sdeflow.testing`) verifies: the order against the
     empirical order on Gaussians, the others by running the sampler. A sampler whose capabilities
@@ -67,6 +69,7 @@ class Sampler:
     requires_gaussian_marginals: ClassVar[bool] = False
     order: ClassVar[float | None] = None
     host_syncs: ClassVar[bool] = False
+    requires_finite_start: ClassVar[bool] = True
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in ("options", "capabilities"):
@@ -123,6 +126,8 @@ class Sampler:
                 f"sampler {self.name!r} needs a process with Gaussian marginals (alpha_t, sigma_t), "
                 f"but {type(process).__name__} declares gaussian_marginals=False"
             )
+        if self.requires_finite_start:
+            process.check_start(f"sampler {self.name or type(self).__name__!r}")
 
     @classmethod
     def options(cls) -> dict[str, Any]:

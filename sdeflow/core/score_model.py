@@ -1,8 +1,8 @@
 """``ScoreModel``: a network plus the process it was trained for.
 
-The network follows one contract, ``net(x, t_cond)``, and predicts one of four quantities
-(``eps``, ``score``, ``x0``, ``v``); :mod:`sdeflow.core.parametrization` converts between them, so
-every architecture works with every method (the k-diffusion wrapper idea).
+The network follows one contract, ``net(x, t_cond)``, and predicts one of five quantities
+(``eps``, ``score``, ``x0``, ``v``, ``velocity``); :mod:`sdeflow.core.parametrization` converts
+between them, so every architecture works with every method (the k-diffusion wrapper idea).
 
 Where the process has no noise at ``t_min`` (``sigma_{t_min} = 0``: VE at ``t = 0``), a network that
 predicts ``eps``, ``x0`` or ``v`` has no finite score there (``score = -eps / sigma_t``), although
@@ -35,14 +35,17 @@ class ScoreModel(nn.Module):
             ``t_cond`` is ``process.network_condition(t)`` (the time by default).
         process: the forward process the model belongs to (registered as a submodule, so a
             learned schedule's parameters are part of :meth:`parameters`).
-        parametrization: what the network predicts: ``"eps"``, ``"score"``, ``"x0"`` or ``"v"``.
+        parametrization: what the network predicts: ``"eps"``, ``"score"``, ``"x0"``, ``"v"``
+            (Salimans & Ho 2022) or ``"velocity"`` (the flow ``dx_t/dt``, Lipman et al. 2023);
+            ``None``: the process's ``default_parametrization`` (``"eps"``; ``"velocity"`` for
+            ``rectified_flow``).
         noise_floor: the noise level ``sigma_t / alpha_t`` at which integration stops when the
             process has ``sigma_{t_min} = 0`` and the network predicts ``eps``, ``x0`` or ``v``
             (see :attr:`score_t_min`); ``None``: EDM's smallest level, 0.002
             (:data:`sdeflow.solvers.EDM_SIGMA_MIN`).
     """
 
-    def __init__(self, network: nn.Module, process: ForwardProcess, parametrization: str = "eps", *,
+    def __init__(self, network: nn.Module, process: ForwardProcess, parametrization: str | None = None, *,
                  noise_floor: float | None = None) -> None:
         super().__init__()
         if not isinstance(process, ForwardProcess):
@@ -51,6 +54,8 @@ class ScoreModel(nn.Module):
             raise TypeError(f"network must be callable as network(x, t_cond), got {type(network).__name__}")
         self.network = network
         self.process = process
+        if parametrization is None:
+            parametrization = getattr(process, "default_parametrization", "eps")
         self.parametrization = P.check_parametrization(parametrization)
         if noise_floor is not None and (isinstance(noise_floor, bool) or not math.isfinite(float(noise_floor))
                                         or not float(noise_floor) > 0):
@@ -64,9 +69,10 @@ class ScoreModel(nn.Module):
         """The smallest time at which integrators evaluate this model's score.
 
         ``process.t_min``, unless the process has no noise there (``sigma_{t_min} = 0``, VE at
-        ``t = 0``) and the network predicts ``eps``, ``x0`` or ``v``: then ``score = -eps / sigma_t`` is
-        infinite at ``t_min``, and this is the time at which the noise level ``sigma_t / alpha_t``
-        reaches :attr:`noise_floor` (default EDM's smallest level 0.002, Karras et al. 2022, Table 1).
+        ``t = 0``) and the network predicts ``eps``, ``x0``, ``v`` or ``velocity``: then
+        ``score = -eps / sigma_t`` is infinite at ``t_min``, and this is the time at which the noise level
+        ``sigma_t / alpha_t`` reaches :attr:`noise_floor` (default EDM's smallest level 0.002, Karras et al.
+        2022, Table 1).
         Samplers that evaluate the score at their end time stop at ``max(t_end, score_t_min)`` and
         take one exact data-prediction step to ``t_end``; :func:`sdeflow.log_likelihood` evaluates
         ``log p`` here by default (``docs/samplers.md``, where the noise is zero). Computed on the host
@@ -103,7 +109,29 @@ class ScoreModel(nn.Module):
             )
         return out
 
-    def _prepare(self, x: Tensor, t: Tensor | float, check: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def coefficients(self, t: Tensor, ndim: int, derivatives: bool | None = None) -> dict[str, Tensor]:
+        """The marginal's coefficients at ``t`` broadcast to ``ndim`` dimensions, as the keyword
+        arguments of :mod:`sdeflow.core.parametrization`'s conversions: ``{"a", "s"}``, plus
+        ``{"da", "ds"}`` (``d alpha_t/dt``, ``d sigma_t/dt``) when ``derivatives`` (default: when
+        this model's parametrization needs them, i.e. ``velocity``).
+
+        Args:
+            t: times, shape ``(batch,)``.
+            ndim: number of dimensions of the data (``x.ndim``).
+            derivatives: also return the time derivatives.
+        """
+        if derivatives is None:
+            derivatives = self.parametrization in P.NEEDS_DERIVATIVES
+        if derivatives:
+            a, s, da, ds = self.process.marginal_and_derivatives(t)
+            return {"a": append_dims(a, ndim), "s": append_dims(s, ndim), "da": append_dims(da, ndim),
+                    "ds": append_dims(ds, ndim)}
+        a, s = self.process.marginal(t)
+        return {"a": append_dims(a, ndim), "s": append_dims(s, ndim)}
+
+    def _prepare(self, x: Tensor, t: Tensor | float, check: bool,
+                 derivatives: bool | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The network output at ``(x, t)`` and the coefficients its conversion needs."""
         if check:
             if not isinstance(x, Tensor) or x.ndim < 2:
                 raise ShapeError(
@@ -113,8 +141,8 @@ class ScoreModel(nn.Module):
             t = self.process.check_time(t, x.shape[0], like=x)
         elif not isinstance(t, Tensor):
             raise ShapeError(f"t must be a tensor of shape (batch,) when check=False, got {type(t).__name__}")
-        a, s = self.process.marginal(t)
-        return t, append_dims(a, x.ndim), append_dims(s, x.ndim), self.network_output(x, t)
+        coeffs = self.coefficients(t, x.ndim, derivatives)
+        return self.network_output(x, t), coeffs
 
     # ------------------------------------------------------------------ converted outputs
     def score(self, x: Tensor, t: Tensor | float, *, check: bool = True) -> Tensor:
@@ -129,23 +157,30 @@ class ScoreModel(nn.Module):
         Returns:
             Tensor shaped like ``x``.
         """
-        t, a, s, out = self._prepare(x, t, check)
-        return P.to_score(self.parametrization, out, x, a, s)
+        out, c = self._prepare(x, t, check)
+        return P.to_score(self.parametrization, out, x, **c)
 
     def eps(self, x: Tensor, t: Tensor | float, *, check: bool = True) -> Tensor:
         """Noise prediction ``eps = -sigma_t * score`` (Ho et al. 2020, Eq. 11)."""
-        t, a, s, out = self._prepare(x, t, check)
-        return P.to_eps(self.parametrization, out, x, a, s)
+        out, c = self._prepare(x, t, check)
+        return P.to_eps(self.parametrization, out, x, **c)
 
     def x0(self, x: Tensor, t: Tensor | float, *, check: bool = True) -> Tensor:
         """Denoised estimate ``E[x_0 | x_t] = (x_t + sigma_t^2 score) / alpha_t`` (Tweedie's formula)."""
-        t, a, s, out = self._prepare(x, t, check)
-        return P.to_x0(self.parametrization, out, x, a, s)
+        out, c = self._prepare(x, t, check)
+        return P.to_x0(self.parametrization, out, x, **c)
 
     def v(self, x: Tensor, t: Tensor | float, *, check: bool = True) -> Tensor:
         """Velocity ``v = alpha_t eps - sigma_t x_0`` (Salimans & Ho 2022, Eq. 9)."""
-        t, a, s, out = self._prepare(x, t, check)
-        return P.to_v(self.parametrization, out, x, a, s)
+        out, c = self._prepare(x, t, check)
+        return P.to_v(self.parametrization, out, x, **c)
+
+    def velocity(self, x: Tensor, t: Tensor | float, *, check: bool = True) -> Tensor:
+        """The flow's velocity ``u = E[(d alpha_t/dt) x_0 + (d sigma_t/dt) eps | x_t]`` (Lipman et al.
+        2023, Eq. 15-16; Liu et al. 2022, Eq. 1): the vector field of the probability-flow ODE
+        ``f - g^2 score / 2`` (Song et al. 2021, Eq. 13), ``E[eps - x_0 | x_t]`` for ``rectified_flow``."""
+        out, c = self._prepare(x, t, check, derivatives=True)
+        return P.to_velocity(self.parametrization, out, x, **c)
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         """Same as :meth:`score`."""

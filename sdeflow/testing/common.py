@@ -44,6 +44,19 @@ def time_grid(process: ForwardProcess, n: int) -> Tensor:
     return torch.linspace(float(process.t_min), float(process.t_max), n, dtype=F64)
 
 
+def graded_time_grid(process: ForwardProcess, n: int) -> Tensor:
+    """``n`` times from ``t_min`` to ``t_max`` (float64), graded towards both ends like Chebyshev points,
+    ``t_min + (t_max - t_min) (1 - cos(pi u)) / 2`` for ``u`` uniform: quadrature on it resolves the
+    coefficients that grow steeply at an end of the interval (``1 / (1 - t)`` of a flow near
+    ``t_max = 0.999``, the cosine schedule's ``beta``) with a smooth change of variable, so the
+    trapezoid rule keeps its ``h^2`` error expansion and Richardson extrapolation applies."""
+    lo, hi = float(process.t_min), float(process.t_max)
+    u = torch.linspace(0.0, 1.0, n, dtype=F64)
+    t = lo + (hi - lo) * 0.5 * (1.0 - torch.cos(math.pi * u))
+    t[0], t[-1] = lo, hi
+    return t
+
+
 def frac_time(process: ForwardProcess, frac: float) -> float:
     """The time a fraction ``frac`` of the way from ``t_min`` to ``t_max``."""
     lo, hi = float(process.t_min), float(process.t_max)

@@ -52,3 +52,29 @@ def reference_marginal(gmm: GaussianMixture, a: float, s: float) -> MixtureSameF
 def marginal_moments(gmm: GaussianMixture, a: float, s: float) -> tuple[Tensor, Tensor]:
     """Mean ``a m`` and covariance ``a^2 C + s^2 I`` of ``a x_0 + s eps`` for ``x_0 ~ gmm``."""
     return a * gmm.mean(), a * a * gmm.covariance() + s * s * torch.eye(gmm.dim, dtype=F64)
+
+
+def reference_posterior_mean(gmm: GaussianMixture, x: Tensor, a: float, s: float) -> Tensor:
+    """``E[x_0 | x_t = x]`` for ``x_t = a x_0 + s eps``, ``x_0 ~ gmm``, from ``torch.distributions`` and
+    dense linear algebra alone: ``sum_k r_k(x) (mu_k + a Sigma_k C_k^{-1} (x - a mu_k))`` with
+    ``C_k = a^2 Sigma_k + s^2 I`` and the responsibilities ``r_k`` of ``x`` under ``p_t`` (the Gaussian
+    conditional of each component, Bishop 2006, Eq. 2.116, weighted by Bayes' rule).
+
+    Args:
+        gmm: the data distribution (float64).
+        x: points, shape ``(n, d)``.
+        a: ``alpha_t`` at one time.
+        s: ``sigma_t`` at the same time.
+
+    Returns:
+        ``(n, d)``.
+    """
+    eye = torch.eye(gmm.dim, dtype=F64)
+    cov_t = a * a * gmm.covs + s * s * eye  # (K, d, d)
+    comps = MultivariateNormal(a * gmm.means, covariance_matrix=cov_t)
+    logits = torch.log(gmm.weights)[None] + comps.log_prob(x[:, None, :])  # (n, K)
+    resp = torch.softmax(logits, dim=1)
+    resid = x[:, None, :] - a * gmm.means[None]  # (n, K, d)
+    solved = torch.linalg.solve(cov_t[None], resid.unsqueeze(-1)).squeeze(-1)  # C_k^{-1} (x - a mu_k)
+    cond = gmm.means[None] + a * torch.einsum("kde,nke->nkd", gmm.covs, solved)
+    return (resp[:, :, None] * cond).sum(1)

@@ -50,10 +50,18 @@ from .common import (
     assert_moments,
     coeffs,
     frac_time,
+    graded_time_grid,
     require_gaussian_marginals,
     time_grid,
 )
-from .mixtures import MIXTURES, marginal_moments, mixture_1d, mixture_2d, reference_marginal
+from .mixtures import (
+    MIXTURES,
+    marginal_moments,
+    mixture_1d,
+    mixture_2d,
+    reference_marginal,
+    reference_posterior_mean,
+)
 
 
 def _name(p: ForwardProcess) -> str:
@@ -396,15 +404,18 @@ def check_process_moment_equations(process: ForwardProcess, grid: int = 20001) -
     For ``f = -c(t) x`` the moments of the forward SDE obey ``m' = -c m`` and
     ``V' = -2 c V + g^2`` (Sarkka & Solin 2019, Eq. 6.2-6.3). Solved by quadrature
     (:func:`sde_moment_factors`) from the marginal at ``t_min``, they must equal
-    ``alpha_t m_0`` and ``alpha_t^2 V_0 + sigma_t^2`` everywhere to ``rtol = 1e-8`` (the
-    extrapolated quadrature is accurate to ``2e-10`` even for the steep cosine schedule).
+    ``alpha_t m_0`` and ``alpha_t^2 V_0 + sigma_t^2`` everywhere to ``rtol = 1e-8``. The
+    quadrature grid is graded towards both ends (:func:`~sdeflow.testing.common.graded_time_grid`):
+    on it the extrapolated quadrature is accurate to ``1e-9`` for the steep cosine DDPM schedule and
+    ``3e-12`` for a flow's ``1 / (1 - t)`` up to ``t_max = 0.999`` (a uniform grid of the same size
+    leaves ``9e-6`` and ``1.5e-7``).
 
     Args:
         process: the process to check.
         grid: number of quadrature points on ``[t_min, t_max]``.
     """
     p, name = _gaussian_case(process, "check_process_moment_equations")
-    t = time_grid(p, grid)
+    t = graded_time_grid(p, grid)
     phi, q = sde_moment_factors(p, t)
     a, s = p.marginal(t)
     m0, v0 = 1.5, 0.7
@@ -603,6 +614,88 @@ def check_process_probability_flow_transport(process: ForwardProcess, n: int = 4
     assert_moments(x0, *marginal_moments(gmm, *coeffs(p, t0)), f"{name}: PF ODE {t_mid:.3g} -> t_min vs marginal")
 
 
+def check_process_marginal_derivatives(process: ForwardProcess) -> None:
+    """``marginal_and_derivatives(t)`` returns the marginal and its time derivatives: ``(alpha_t,
+    sigma_t)`` equal to :meth:`~sdeflow.ForwardProcess.marginal` exactly, ``(alpha_t', sigma_t')`` equal
+    to fourth-order central differences of the marginal (relative ``1e-6``), and consistent with
+    the process's own SDE, which for Gaussian marginals must satisfy ``f(t) = alpha_t' / alpha_t`` and
+    ``g(t)^2 = 2 sigma_t sigma_t' - 2 f(t) sigma_t^2`` (Song et al. 2021, Appendix B; Kingma et al.
+    2021, Appendix A.4), at 41 interior times.
+
+    Args:
+        process: the process to check.
+    """
+    p, name = _gaussian_case(process, "check_process_marginal_derivatives")
+    lo, hi = float(p.t_min), float(p.t_max)
+    h = 1e-4 * (hi - lo)
+    t = lo + (hi - lo) * torch.linspace(0.02, 0.98, 41, dtype=F64)
+    with torch.no_grad():
+        a, s, da, ds = p.marginal_and_derivatives(t)
+        a_ref, s_ref = p.marginal(t)
+        pts = [p.marginal(t + k * h) for k in (-2, -1, 1, 2)]
+        c = linear_drift_coefficient(p, t)
+        g2 = p.g2(t)
+    assert_close(a, a_ref, f"{name}.marginal_and_derivatives: alpha_t vs marginal(t)", rtol=1e-12, atol=1e-14)
+    assert_close(s, s_ref, f"{name}.marginal_and_derivatives: sigma_t vs marginal(t)", rtol=1e-12, atol=1e-14)
+    for i, (what, d) in enumerate((("alpha_t'", da), ("sigma_t'", ds))):
+        fd = (pts[0][i] - 8 * pts[1][i] + 8 * pts[2][i] - pts[3][i]) / (12 * h)
+        assert_close(d, fd, f"{name}.marginal_and_derivatives: {what} vs central differences of the marginal",
+                     rtol=1e-6, atol=1e-8 * float(fd.abs().max()))
+    assert_close(-c, da / a, f"{name}: drift coefficient f(t) vs alpha_t' / alpha_t", rtol=1e-8, atol=1e-10)
+    assert_close(g2, 2 * s * ds - 2 * (da / a) * s * s, f"{name}: g(t)^2 vs 2 sigma sigma' - 2 f sigma^2",
+                 rtol=1e-8, atol=1e-10 * float(g2.abs().max()))
+
+
+def check_process_velocity(process: ForwardProcess) -> None:
+    """The velocity of the exact Gaussian-mixture model, ``ScoreModel.velocity``, is the flow
+    ``E[alpha_t' x_0 + sigma_t' eps | x_t]`` (Lipman et al. 2023, Eq. 15-16), computed independently
+    from the mixture's posterior mean (:func:`~sdeflow.testing.mixtures.reference_posterior_mean`), and
+    the process's probability-flow ODE ``f - g^2 score / 2`` (Song et al. 2021, Eq. 13) equals it; a
+    ``velocity``-parametrized network returning it gives back the exact score (five times, float64).
+
+    Args:
+        process: the process to check.
+    """
+    p, name = _gaussian_case(process, "check_process_velocity")
+    gmm = mixture_2d()
+    sm = gmm.score_model(p)
+    gen = torch.Generator().manual_seed(41)
+
+    class _Velocity(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.t: Tensor | None = None
+
+        def forward(self, x: Tensor, t_cond: Tensor) -> Tensor:
+            assert self.t is not None, "set the time the network answers for"
+            return sm.velocity(x, self.t)
+
+    net = _Velocity()
+    as_velocity = ScoreModel(net, p, parametrization="velocity")
+    for frac in (0.02, 0.3, 0.7, 0.95, 1.0):
+        t = frac_time(p, frac)
+        a, s = coeffs(p, t)
+        x = sm.marginal_mixture(t).sample(64, gen)
+        tt = torch.full((x.shape[0],), t, dtype=F64)
+        with torch.no_grad():
+            _, _, da, ds = p.marginal_and_derivatives(tt[:1])
+            x0 = reference_posterior_mean(gmm, x, a, s)
+            want = float(da) * x0 + float(ds) * (x - a * x0) / s
+            got = sm.velocity(x, tt)
+            flow = p.probability_flow(lambda y, u: sm.score(y, u, check=False)).velocity(x, tt)
+            net.t = tt
+            score_back = as_velocity.score(x, tt)
+            score = sm.score(x, tt)
+        what = f"{name}, t={t:.4g}"
+        scale = float(want.abs().max())
+        assert_close(got, want, f"{what}: ScoreModel.velocity of the exact mixture vs E[a' x0 + s' eps | x_t]",
+                     rtol=1e-7, atol=1e-7 * scale)
+        assert_close(flow, want, f"{what}: probability-flow ODE f - g^2 score / 2 vs the velocity", rtol=1e-7,
+                     atol=1e-7 * scale)
+        assert_close(score_back, score, f"{what}: the score of a velocity network vs the exact score", rtol=1e-7,
+                     atol=1e-7 * float(score.abs().max()))
+
+
 #: every process check by short name, in the order the pytest plugin runs them
 PROCESS_CHECKS: dict[str, Callable[[ForwardProcess], None]] = {
     "shapes": check_process_shapes,
@@ -610,6 +703,7 @@ PROCESS_CHECKS: dict[str, Callable[[ForwardProcess], None]] = {
     "time_validation": check_process_time_validation,
     "time_range": check_process_time_range,
     "log_snr": check_process_log_snr,
+    "marginal_derivatives": check_process_marginal_derivatives,
     "moment_equations": check_process_moment_equations,
     "forward_simulation": check_process_forward_simulation,
     "prior": check_process_prior,
@@ -618,6 +712,7 @@ PROCESS_CHECKS: dict[str, Callable[[ForwardProcess], None]] = {
     **{f"exact_score_{m}": functools.partial(check_process_exact_score, mixture=m) for m in MIXTURES},
     "probability_flow_gaussian": check_process_probability_flow_gaussian,
     "probability_flow_transport": check_process_probability_flow_transport,
+    "velocity": check_process_velocity,
 }
 
 

@@ -13,7 +13,7 @@ from torch.distributions import Normal
 
 from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
-from ..data.gaussian_mixture import ExactMixtureScoreModel
+from ..data.gaussian_mixture import ExactMixtureScoreModel, GaussianMixture
 from ..errors import IncompatibleError
 from ..utils.shapes import append_dims, randn
 
@@ -98,6 +98,68 @@ class LinearLogSNRProcess(ForwardProcess):
     def diffusion(self, t: Tensor) -> Tensor:
         """``g(t) = sqrt(beta(t))``."""
         return torch.sqrt(self.rate * torch.sigmoid(-self.log_snr(t)))
+
+
+class NoiseEndProcess(ForwardProcess):
+    """The linear interpolation ``x_t = (1 - t) x_0 + t eps`` on ``[1e-3, 1]``, which reaches pure noise:
+    ``alpha_{t_max} = 0`` (Liu et al. 2022, Eq. 1; Lipman et al. 2023, Eq. 23). Its SDE,
+    ``f = -x / (1 - t)`` and ``g^2 = 2t / (1 - t)`` (``f = alpha'/alpha``, ``g^2 = (sigma^2)' - 2 f
+    sigma^2``), is infinite at ``t_max``: a sampler that evaluates the drift, ``g^2`` or the log-SNR
+    there must refuse it (``requires_finite_start = True``, :meth:`sdeflow.ForwardProcess.check_start`);
+    one declaring ``requires_finite_start = False`` must run on it."""
+
+    t_min = 1e-3
+
+    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``alpha_t = 1 - t``, ``sigma_t = t``."""
+        return 1.0 - t, t.clone()
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """``f(x, t) = -x / (1 - t)`` (infinite at ``t = 1``)."""
+        return -x / append_dims(1.0 - t, x.ndim)
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        """``g(t) = sqrt(2t / (1 - t))`` (infinite at ``t = 1``)."""
+        return torch.sqrt(2.0 * t / (1.0 - t))
+
+
+class _GaussianPosteriorMean(nn.Module):
+    mean: Tensor
+    cov: Tensor
+
+    def __init__(self, target: GaussianMixture, process: ForwardProcess) -> None:
+        super().__init__()
+        self.process = process
+        self.register_buffer("mean", target.means[0].clone())
+        self.register_buffer("cov", target.covs[0].clone())
+
+    def forward(self, x: Tensor, t_cond: Tensor) -> Tensor:
+        a, s = self.process.marginal(t_cond)
+        a, s = a[:, None, None], s[:, None, None]
+        eye = torch.eye(int(self.cov.shape[0]), dtype=x.dtype, device=x.device)
+        gain = a * self.cov @ torch.linalg.inv(a * a * self.cov + s * s * eye)  # alpha S (alpha^2 S + sigma^2 I)^-1
+        return self.mean + (gain @ (x - a[:, :, 0] * self.mean)[:, :, None])[:, :, 0]
+
+
+class GaussianPosteriorMeanModel(ScoreModel):
+    """The exact data prediction ``E[x_0 | x_t] = m + alpha_t S (alpha_t^2 S + sigma_t^2 I)^{-1}
+    (x - alpha_t m)`` of Gaussian data ``N(m, S)`` (parametrization ``x0``): finite where
+    ``alpha_t = 0`` (it is ``m`` there), so a sampler can start at :class:`NoiseEndProcess`'s
+    ``t_max``. Counts its evaluations (``calls``).
+
+    Args:
+        target: a one-component :class:`sdeflow.GaussianMixture`.
+        process: the process.
+    """
+
+    def __init__(self, target: GaussianMixture, process: ForwardProcess) -> None:
+        super().__init__(_GaussianPosteriorMean(target, process), process, parametrization="x0")
+        self.calls = 0
+
+    def network_output(self, x: Tensor, t: Tensor) -> Tensor:
+        """``E[x_0 | x_t]``, after counting the call."""
+        self.calls += 1
+        return self.network(x, t)
 
 
 class GaussianQuantityUsed(IncompatibleError):
@@ -242,5 +304,5 @@ class RecordingScoreModel(ExactMixtureScoreModel):
         return super().network_output(x, t)
 
 
-__all__ = ["GaussianQuantityUsed", "LinearLogSNRProcess", "NonGaussianProcess", "RecordingScoreModel",
-           "ReferenceOUProcess", "StationaryScoreModel"]
+__all__ = ["GaussianPosteriorMeanModel", "GaussianQuantityUsed", "LinearLogSNRProcess", "NoiseEndProcess",
+           "NonGaussianProcess", "RecordingScoreModel", "ReferenceOUProcess", "StationaryScoreModel"]

@@ -16,7 +16,11 @@ on no plugin. What a sampler must satisfy (the contract in ``docs/samplers.md``)
 * the same generator seed gives the same samples, another seed other samples (:func:`check_sampler_reproducible`);
 * float64 models give float64 samples and float32 models float32 ones (:func:`check_sampler_dtypes`);
 * ``t_end`` is where it stops: no evaluation below it and the law of ``p_{t_end}`` (:func:`check_sampler_t_end`);
-* it refuses a process it cannot run, by its declared capabilities (:func:`check_sampler_refuses_incompatible`);
+* it refuses a process it cannot run, by its declared capabilities (:func:`check_sampler_refuses_incompatible`,
+  :func:`check_sampler_finite_start`), and runs on the ones it declares it can
+  (:func:`check_sampler_without_gaussian_marginals`, :func:`check_sampler_finite_start`);
+* its ``stochastic``, ``order`` and ``host_syncs`` are what it does (:func:`check_sampler_stochastic`,
+  :func:`~sdeflow.testing.check_sampler_order`, :func:`~sdeflow.testing.check_sampler_host_syncs`);
 * with the exact score it recovers a Gaussian target (:func:`check_sampler_recovers_gaussian`);
 * ``options()`` and ``capabilities()`` describe it (:func:`check_sampler_interface`).
 """
@@ -38,7 +42,13 @@ from ..errors import IncompatibleError, ShapeError
 from .common import F64, K_SE, CheckNotApplicable, assert_moments, coeffs, frac_time
 from .orders import check_sampler_order
 from .processes import _expect_raises
-from .reference import NonGaussianProcess, RecordingScoreModel, StationaryScoreModel
+from .reference import (
+    GaussianPosteriorMeanModel,
+    NoiseEndProcess,
+    NonGaussianProcess,
+    RecordingScoreModel,
+    StationaryScoreModel,
+)
 from .sampling import (
     SamplerFactory,
     build,
@@ -380,6 +390,43 @@ def check_sampler_without_gaussian_marginals(factory: SamplerFactory, n: int = 4
         f"{where}: fourth moment {m4.tolist()} differs from q's {fourth:g} by more than {tol4.tolist()}")
 
 
+def check_sampler_finite_start(factory: SamplerFactory, n: int = 4000, tol: float = 0.05) -> None:
+    """``requires_finite_start`` is what the sampler needs: under
+    :class:`~sdeflow.testing.reference.NoiseEndProcess` (``x_t = (1 - t) x_0 + t eps``, pure noise at
+    ``t_max = 1``, where drift, ``g^2`` and the log-SNR are infinite), a sampler declaring
+    ``requires_finite_start = True`` raises :class:`~sdeflow.errors.IncompatibleError` before
+    evaluating the model; one declaring ``False`` starts there (with the exact data prediction
+    ``E[x_0 | x_t]`` of a Gaussian, :class:`~sdeflow.testing.reference.GaussianPosteriorMeanModel`, and
+    ``denoise=False`` when it has the option) and its samples have the law of ``p_{t_min}`` (moments
+    within :data:`~sdeflow.testing.common.K_SE` standard errors plus ``tol``).
+
+    Args:
+        factory: builds the sampler.
+        n: number of samples.
+        tol: absolute slack on every mean and covariance entry.
+    """
+    base = build(factory)
+    what = label(base)
+    p = NoiseEndProcess().to(F64)
+    target = gaussian_target()
+    if getattr(base, "requires_finite_start", True):
+        sm = GaussianPosteriorMeanModel(target, p)
+        _expect_raises(IncompatibleError, lambda: base.sample(sm, (8, 2), gen(0)),
+                       f"{what} (requires_finite_start) on a process with alpha = 0 at t_max")
+        assert sm.calls == 0, f"{what}: it evaluated the model {sm.calls} times before refusing the process"
+        return
+    sampler = build(factory, **no_denoise(base))
+    sm = GaussianPosteriorMeanModel(target, p)
+    where = f"{what} declares requires_finite_start=False but on {type(p).__name__} (alpha = 0 at t_max)"
+    try:
+        res = sampler.sample(sm, (n, 2), gen(10))
+    except Exception as err:  # noqa: BLE001 - the claim is that it runs
+        raise AssertionError(f"{where} it fails: {type(err).__name__}: {err}") from err
+    assert torch.isfinite(res.samples).all(), f"{where} its samples contain NaN/Inf"
+    mean, cov = _expected_law(target, p, float(p.t_min))
+    assert_moments(res.samples, mean, cov, f"{where}: samples vs p_(t_min)", mean_slack=tol, cov_slack=tol)
+
+
 #: every sampler check by short name, in the order the pytest plugin runs them
 SAMPLER_CHECKS: dict[str, Callable[..., None]] = {
     "interface": check_sampler_interface,
@@ -390,6 +437,7 @@ SAMPLER_CHECKS: dict[str, Callable[..., None]] = {
     "t_end": check_sampler_t_end,
     "refuses_incompatible": check_sampler_refuses_incompatible,
     "no_gaussian_marginals": check_sampler_without_gaussian_marginals,
+    "finite_start": check_sampler_finite_start,
     "recovers_gaussian": check_sampler_recovers_gaussian,
     "order": check_sampler_order,
     "host_syncs": check_sampler_host_syncs,

@@ -113,7 +113,11 @@ def diffusion_loss(score_model: ScoreModel, x0: Tensor, generator: torch.Generat
     xt = a * x0 + s * noise
     with process.reusing_schedule(t, (gamma, dgamma)):
         out = score_model.network_output(xt, t)
-    eps_hat = to_eps(score_model.parametrization, out, xt, a, s)
+    derivatives: dict[str, Tensor] = {}
+    if score_model.parametrization == "velocity":  # the velocity needs d alpha/dt, d sigma/dt: from gamma'
+        da_, ds_ = process.alpha_sigma_derivatives(a_, s_, dgamma)
+        derivatives = {"da": append_dims(da_, x0.ndim), "ds": append_dims(ds_, x0.ndim)}
+    eps_hat = to_eps(score_model.parametrization, out, xt, a, s, **derivatives)
     return 0.5 * dgamma * (noise - eps_hat).pow(2).reshape(n, -1).sum(1)
 
 

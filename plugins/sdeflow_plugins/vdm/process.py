@@ -154,10 +154,23 @@ class VDMProcess(ForwardProcess):
         ``log sigmoid(x) = -softplus(-x)`` (accurate for large ``|gamma|``)."""
         return torch.exp(-0.5 * softplus(gamma)), torch.exp(-0.5 * softplus(-gamma))
 
+    @staticmethod
+    def alpha_sigma_derivatives(alpha: Tensor, sigma: Tensor, dgamma: Tensor) -> tuple[Tensor, Tensor]:
+        """``(d alpha/dt, d sigma/dt) = (-1/2 alpha sigma^2 gamma', 1/2 sigma alpha^2 gamma')`` from
+        ``alpha^2 = sigmoid(-gamma)``, ``sigma^2 = sigmoid(gamma)`` and ``d sigmoid(x)/dx = sigmoid(x) sigmoid(-x)``."""
+        return -0.5 * alpha * sigma * sigma * dgamma, 0.5 * sigma * alpha * alpha * dgamma
+
     # ------------------------------------------------------------------ ForwardProcess
     def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """``(alpha_t, sigma_t)`` with ``alpha_t^2 = sigmoid(-gamma(t))``, ``sigma_t^2 = sigmoid(gamma(t))``."""
         return self.alpha_sigma(self.gamma(t))
+
+    def marginal_and_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(alpha_t, sigma_t, d alpha_t/dt, d sigma_t/dt)`` in closed form from ``gamma`` and ``gamma'``
+        (:meth:`alpha_sigma_derivatives`)."""
+        gamma, dgamma = self.gamma_and_derivative(t)
+        a, s = self.alpha_sigma(gamma)
+        return (a, s, *self.alpha_sigma_derivatives(a, s, dgamma))
 
     def drift_coefficient(self, t: Tensor) -> Tensor:
         """``f(t) = -1/2 gamma'(t) sigmoid(gamma(t))`` (see the module docstring)."""
