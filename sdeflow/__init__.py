@@ -10,8 +10,10 @@ sampler-writing toolkit :mod:`sdeflow.solvers` (and :mod:`sdeflow.testing` in th
 
 from __future__ import annotations
 
+from . import interop  # noqa: E402  (pretrained models; imports diffusers only when used)
+from .core.conditioning import NULL_LABEL, ConditionedScoreModel
 from .core.dynamics import ProbabilityFlowODE, ReverseSDE
-from .core.embeddings import sinusoidal_embedding
+from .core.embeddings import LabelEmbedding, sinusoidal_embedding
 from .core.likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 from .core.linear_beta import LinearBeta
 from .core.losses import denoising_score_matching, flow_matching_loss, logit_normal_time
@@ -42,11 +44,14 @@ from .utils.shapes import append_dims, rand, randn
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConditionedScoreModel",
     "ForwardProcess",
     "GaussianMixture",
+    "LabelEmbedding",
     "LikelihoodResult",
     "LinearBeta",
     "MarginalDefinedProcess",
+    "NULL_LABEL",
     "PARAMETRIZATIONS",
     "ProbabilityFlowODE",
     "RegistryView",
@@ -67,6 +72,7 @@ __all__ = [
     "dequantize",
     "flow_matching_loss",
     "hookimpl",
+    "interop",
     "levels_to_signed",
     "list_components",
     "list_plugins",

@@ -50,3 +50,12 @@ class IncompatibleError(SdeflowError, ValueError):
 
 class NonFiniteError(SdeflowError, FloatingPointError):
     """NaN or Inf appeared during sampling, training or likelihood computation."""
+
+
+class CheckpointError(SdeflowError, ValueError):
+    """A checkpoint (sdeflow's, or a model folder of another library) that is missing, truncated,
+    corrupted or of another format."""
+
+
+class MissingDependencyError(SdeflowError, ImportError):
+    """An optional dependency that a function needs is not installed; the message says how to install it."""

@@ -8,6 +8,7 @@ package ``__init__``).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from click.testing import CliRunner, Result
@@ -48,3 +49,25 @@ def invoke(*args: str, ok: bool = True) -> Result:
     if ok:
         assert result.exit_code == 0, result.output + repr(result.exception)
     return result
+
+
+def unobserved_repaint(**options: object) -> Any:
+    """The ``repaint`` sampler on any score model, conditioned on nothing: it samples
+    ``score_model.given(mask=all False, values=0)``, i.e. ancestral steps with RePaint's jumps back
+    (exact forward transitions), whose law is the model's own; the generic sampler checks run
+    ``repaint`` this way (it refuses a model without observed values)."""
+    import sdeflow
+    from sdeflow_plugins.repaint import RePaintSampler
+
+    class UnobservedRePaint(RePaintSampler):
+        def check_compatible(self, score_model: sdeflow.ScoreModel) -> None:
+            sdeflow.Sampler.check_compatible(self, score_model)
+
+        def _sample(self, score_model, shape, generator, callback, progress, return_trajectory,  # type: ignore[no-untyped-def]
+                    x_T=None):
+            view = score_model.given(mask=torch.zeros(shape[1:], dtype=torch.bool),
+                                     values=torch.zeros(shape[1:], dtype=score_model.dtype))
+            return super()._sample(view, shape, generator, callback, progress, return_trajectory, x_T=x_T)
+
+    UnobservedRePaint.__name__ = "UnobservedRePaint"
+    return UnobservedRePaint(**options)  # type: ignore[arg-type]

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: the layers in order; a module may import its own layer and the ones before it
-LAYERS: tuple[tuple[str, ...], ...] = (("utils",), ("core",), ("solvers",), ("plugins",), ("data", "training"),
-                                       ("cli", "bench"))
+LAYERS: tuple[tuple[str, ...], ...] = (("utils",), ("core",), ("solvers",), ("plugins",),
+                                       ("data", "training", "interop"), ("cli", "bench"))
 #: may import any layer (but no built-in plugin)
 ANY_LAYER = ("testing", "__init__")
 #: the first component below ``sdeflow`` of the flat layout (before the layer folders) -> its layer today

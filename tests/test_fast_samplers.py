@@ -30,7 +30,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from common import gen
+from common import gen, unobserved_repaint
 from torch import Tensor, nn
 
 import sdeflow
@@ -284,6 +284,7 @@ def ou_plugin():
 THIRD_PARTY_OPTIONS = {
     "ancestral": dict(steps=200), "ddim": dict(steps=100), "dpm_solver": dict(steps=20), "heun": dict(steps=18),
     "langevin": dict(step_size=2e-3, num_scales=20), "ode": dict(), "pc": dict(steps=200), "sde": dict(steps=200),
+    "repaint": dict(steps=300, jump_length=10, resample=2),
 }
 
 
@@ -302,7 +303,10 @@ def test_third_party_process_gets_every_sampler(ou_plugin) -> None:
                  "pc/ancestral+langevin": dict(steps=200, predictor="ancestral"),
                  "pc/euler_maruyama": dict(steps=200, predictor="euler_maruyama", corrector="none")})
     for what, options in runs.items():
-        res = sdeflow.create_sampler(what.split("/")[0], **options).sample(sm, (n, 1), gen(6))
+        name = what.split("/")[0]
+        # repaint imputes: given no observed value it samples the model itself
+        smp = unobserved_repaint(**options) if name == "repaint" else sdeflow.create_sampler(name, **options)
+        res = smp.sample(sm, (n, 1), gen(6))
         x = res.samples.reshape(n)
         assert torch.isfinite(x).all() and res.nfe > 0, what
         tol_m, tol_s = 4.0 * std / math.sqrt(n), 4.0 * std / math.sqrt(2 * (n - 1))
@@ -422,7 +426,7 @@ def test_options_and_capabilities_of_every_sampler() -> None:
     assert sdeflow.create_sampler("ode").options()["options"] is None
     assert sdeflow.create_sampler("dpm_solver").options() == {
         "steps": 20, "order": 2, "schedule": "logSNR_edm", "lower_order_final": True, "order3_rule": "taylor",
-        "clip_x0": None, "t_end": None, "check_finite": True}
+        "clip_x0": None, "denoise": False, "t_end": None, "check_finite": True}
     assert sdeflow.create_sampler("dpm_solver", order=3).capabilities() == {
         "stochastic": False, "order": 3.0, "requires_gaussian_marginals": True, "host_syncs": False}
     assert sdeflow.create_sampler("dpm_solver", order=3, order3_rule="authors_code").capabilities()["order"] == 2.0

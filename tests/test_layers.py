@@ -2,7 +2,7 @@
 (``tests/import_graph.py``; ``python tests/import_graph.py`` prints the layer-to-layer graph).
 
 * Each layer of ``sdeflow`` imports only itself and the layers before it: utils -> core -> solvers
-  -> plugins -> data/training -> cli/bench (``docs/concepts.md``, Architecture); the kit
+  -> plugins -> data/training/interop -> cli/bench (``docs/concepts.md``, Architecture); the kit
   (``sdeflow.testing``) may import every layer, and no module of the core imports a built-in plugin.
 * The layers below the applications import nothing inside functions (no hidden cycles).
 * Every built-in plugin and the example third-party plugin import only ``sdeflow``,

@@ -9,7 +9,6 @@ plugin selects, runs and skips as documented.
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import textwrap
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Callable
 
 import pytest
 import torch
+from common import unobserved_repaint
 from torch import Tensor, nn
 
 import sdeflow
@@ -47,6 +47,7 @@ SAMPLER_OPTIONS = {
     "ddim": dict(steps=100), "dpm_solver": dict(steps=20), "heun": dict(steps=18), "ode": dict(),
     "pc": dict(steps=100), "sde": dict(steps=100),
     "langevin": dict(num_scales=10, n_steps_each=20, step_size=5e-3),
+    "repaint": dict(steps=300, jump_length=10, resample=2),  # the ancestral step's bias, plus the jumps
 }
 #: annealed Langevin's step is eps sigma_i^2 / sigma_L^2 (Song & Ermon 2019, Alg. 1): a step size
 #: that mixes when the last level is t_min (sigma_L = 0.1) barely moves when it is t_end = 0.3
@@ -61,6 +62,13 @@ CHECK_OPTIONS = {("langevin", "t_end"): dict(num_scales=10, n_steps_each=20, ste
                  ("ode", "order"): dict(method="rk4")}
 
 
+def sampler_factory(name: str, options: dict) -> Callable[..., sdeflow.Sampler]:
+    """The built-in sampler ``name`` with ``options`` (repaint, an imputation sampler, given no observed value)."""
+    if name == "repaint":
+        return functools.partial(unobserved_repaint, **options)
+    return functools.partial(sdeflow.create_sampler, name, **options)
+
+
 def run_check(check: Callable[[], None]) -> None:
     """Run a check; one that does not apply to the component is a skip, with its reason."""
     try:
@@ -73,15 +81,15 @@ def run_check(check: Callable[[], None]) -> None:
 @pytest.mark.parametrize("name", builtin("sampler"))
 def test_builtin_samplers_pass_the_kit(name: str, check: str) -> None:
     options = CHECK_OPTIONS.get((name, check), SAMPLER_OPTIONS.get(name, {}))
-    run_check(lambda: kit.SAMPLER_CHECKS[check](functools.partial(sdeflow.create_sampler, name, **options)))
+    run_check(lambda: kit.SAMPLER_CHECKS[check](sampler_factory(name, options)))
 
 
 #: under every registered process (the kit's --sdeflow-every-process switch): options and
 #: tolerances where a process needs other ones than the reference OU process
 #: 18 EDM steps from VDM's sigma/alpha = 22026 or rectified_flow's 999 at t_max: biased
 PROCESS_OPTIONS = {("heun", "vdm"): dict(steps=40), ("heun", "rectified_flow"): dict(steps=40)}
-#: NCSN's default chain has 10 levels, and ancestral and pc walk the chain: a 10-step bias
-PROCESS_TOL = {("ancestral", "ncsn"): 0.2, ("pc", "ncsn"): 0.2}
+#: NCSN's default chain has 10 levels, and ancestral, pc and repaint walk the chain: a 10-step bias
+PROCESS_TOL = {("ancestral", "ncsn"): 0.2, ("pc", "ncsn"): 0.2, ("repaint", "ncsn"): 0.2}
 
 
 @pytest.mark.slow
@@ -92,7 +100,7 @@ def test_builtin_samplers_pass_under_every_process(name: str, process: str) -> N
     out: with 10 levels of 20 steps it does not reach the kit's tolerance of 0.05 on the VP-type
     processes, and on VE a log-SNR grid cannot end at t_min = 0, where sigma = 0)."""
     options = PROCESS_OPTIONS.get((name, process), SAMPLER_OPTIONS.get(name, {}))
-    factory = functools.partial(sdeflow.create_sampler, name, **options)
+    factory = sampler_factory(name, options)
     p = sdeflow.create_process(process)
     tol = PROCESS_TOL.get((name, process), 0.05)
     for check in PROCESS_CHECKS_OF_SAMPLERS:
@@ -106,6 +114,8 @@ def test_builtin_models_pass_the_kit(name: str, check: str) -> None:
     """With the options every model takes (``dim``, or ``in_channels`` and ``image_size``)."""
     known = sdeflow.component_options("model", name)
     options = dict(dim=3) if "dim" in known else dict(in_channels=1, image_size=8)
+    if check == "conditional":  # class-conditional networks take num_classes
+        options["num_classes"] = 4
     shapes = [model_shape(ComponentSpec("model", name, options))]
     if "dim" in known:
         shapes.append((2, 1, 3))  # vector models also take (batch, *dims) with prod(dims) == dim
@@ -408,8 +418,6 @@ def test_sampler_checks_catch_their_bug(sampler: type, check: str, message: str)
         kit.SAMPLER_CHECKS[check](sampler)
 
 
-@pytest.mark.skipif("x_T" not in inspect.signature(sdeflow.Sampler.sample).parameters,
-                    reason="Sampler.sample(..., x_T=...) is not in this core yet")
 @pytest.mark.parametrize("sampler, message", [
     (IgnoresXT, r"must start from x_T, but the state at step 0 differs from it"),
     (NoXT, r"cannot start from a given x_T: its _sample\(\) takes no x_T argument"),
@@ -752,8 +760,37 @@ class FirstTimeOnly(TinyNet):
         return super().features(x, t[:1].expand(t.shape[0]))
 
 
+class TinyClassNet(TinyNet):
+    """``net(x, t_cond, labels)``: TinyNet plus a label embedding with a null row."""
+
+    def __init__(self, dim: int = 3, num_classes: int = 3) -> None:
+        super().__init__(dim)
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, x, t_cond, labels=None):  # type: ignore[no-untyped-def]
+        idx = torch.full((x.shape[0],), self.num_classes) if labels is None else labels.clone()
+        idx[idx < 0] = self.num_classes
+        return super().forward(x, t_cond) + self.embed(idx).reshape(x.shape)
+
+
+class IgnoresLabels(TinyClassNet):
+    def forward(self, x, t_cond, labels=None):  # type: ignore[no-untyped-def]
+        return super().forward(x, t_cond, None)
+
+
+class NullIsNotNoLabel(TinyClassNet):
+    """``net(x, t)`` is not the null label's prediction (it skips the embedding)."""
+
+    def forward(self, x, t_cond, labels=None):  # type: ignore[no-untyped-def]
+        return TinyNet.forward(self, x, t_cond) if labels is None else super().forward(x, t_cond, labels)
+
+
 def test_a_plain_network_passes() -> None:
     kit.check_model(TinyNet, (4, 3))
+    kit.check_model(TinyClassNet, (4, 3))
+    with pytest.raises(kit.CheckNotApplicable, match="not class-conditional"):
+        kit.check_model_conditional(TinyNet, (4, 3))
 
 
 @pytest.mark.parametrize("net, check, message", [
@@ -763,6 +800,8 @@ def test_a_plain_network_passes() -> None:
     (Float32Inside, "float64", "a float64 network returned torch.float32"),
     (WritesIntoTime, "output_contract", r"fails when t_cond is an expanded view of one time"),
     (FirstTimeOnly, "batch_independence", r"sample 3 alone \(with its own t_cond\) vs in a batch"),
+    (IgnoresLabels, "conditional", "does not depend on the labels"),
+    (NullIsNotNoLabel, "conditional", r"net\(x, t, None\) vs net\(x, t\)|labels -1"),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else "")
 def test_model_checks_catch_their_bug(net: type, check: str, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
@@ -849,9 +888,10 @@ def test_plugin_reports_failures_and_skips(pytester: pytest.Pytester) -> None:
     """
     result = run_kit(pytester, ini, "-k", "mlp or reproducible or shapes or prior or time_validation", conftest=True)
     outcomes = result.parseoutcomes()
-    # mlp: 3 checks; kit-global-rng: reproducible fails; kit-nongauss: shapes, time_validation and
-    # prior_density pass, prior and exact_mixture_prior skip (no Gaussian marginals)
-    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("skipped")) == (6, 1, 2), outcomes
+    # mlp: 3 checks pass, the conditional one skips (no num_classes); kit-global-rng: reproducible fails;
+    # kit-nongauss: shapes, time_validation and prior_density pass, prior and exact_mixture_prior skip
+    # (no Gaussian marginals)
+    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("skipped")) == (6, 1, 3), outcomes
     result.stdout.fnmatch_lines(["*AssertionError: sampler 'kit-global-rng': two runs with generator seed 5*",
                                  "FAILED *sampler:kit-global-rng::reproducible*",
                                  "*SKIPPED*check_process_prior needs a process with Gaussian marginals*"])
@@ -869,6 +909,17 @@ def test_plugin_takes_one_component_and_runs_it_under_every_process(pytester: py
     result.assert_outcomes(passed=2 + len(processes))
     result.stdout.fnmatch_lines([f'*sampler:ddim{{"process":"{processes[0]}"}}::contract*PASSED*'])
     assert '"process":' not in "".join(line for line in result.outlines if "::interface" in line)
+
+
+def test_plugin_checks_a_class_conditional_model(pytester: pytest.Pytester) -> None:
+    ini = """
+        [pytest]
+        sdeflow_components =
+            model:mlp {"dim": 3, "num_classes": 4}
+    """
+    result = run_kit(pytester, ini, "-v")
+    result.assert_outcomes(passed=len(kit.MODEL_CHECKS))
+    result.stdout.fnmatch_lines(['*model:mlp{"dim":3,"num_classes":4}::conditional] PASSED*'])
 
 
 def test_plugin_usage_errors_and_no_selection(pytester: pytest.Pytester) -> None:

@@ -15,7 +15,7 @@ from .targets import BUILTIN_TARGETS
 
 @hookimpl
 def sdeflow_register_targets(registry: RegistryView) -> None:
-    """Register ``gauss1d``, ``nine_gaussians``, ``aniso16``, ``aniso64``."""
+    """Register ``gauss1d``, ``nine_gaussians``, ``aniso16``, ``aniso64``, ``nine_gaussians_class4``."""
     for name, (factory, description) in BUILTIN_TARGETS.items():
         registry.add(name, factory, description=description)
 

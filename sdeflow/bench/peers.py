@@ -31,9 +31,12 @@ The mapping between conventions (also in ``docs/bench.md``):
   resolution, so the last few training timesteps have ``sigma = 0`` there (the model is then
   evaluated at ``t_lo``).
 
-NFE: one model call per timestep; Heun's ``N`` steps cost ``2N - 1`` calls (no second stage on
-the last step to ``sigma = 0``), so a budget ``B`` gives ``(B + 1) // 2`` steps; all others
-``B`` steps.
+NFE: one model call per timestep; Heun's and KDPM2's ``N`` steps cost ``2N - 1`` calls (no second
+stage on the last step to ``sigma = 0``), so a budget ``B`` gives ``(B + 1) // 2`` steps; PNDM's
+PLMS (``skip_prk_steps``) makes one call more than its steps, so ``B - 1``; all others ``B`` steps.
+
+A model of a discrete chain of another length (a diffusers checkpoint with ``num_train_timesteps``
+other than 1000, :func:`sdeflow.interop.from_diffusers`) passes its ``N`` to :func:`run_peer`.
 
 The flow-matching Euler scheduler (``FlowMatchEulerDiscreteScheduler``, shift 1 and SD3's 3) works
 in the rectified-flow frame instead: :mod:`sdeflow.bench.flow_peer`.
@@ -70,8 +73,9 @@ class PeerConfig:
         kwargs: constructor options beyond the schedule.
         stochastic: draws noise in ``step`` (no pathwise error).
         sigma_based: the model input is scaled by ``1 / sqrt(1 + sigma^2)`` (Euler, Heun).
-        evals_per_step: 2 for Heun (the last step 1), else 1.
+        evals_per_step: 2 for Heun and KDPM2 (the last step 1), else 1.
         order: the nominal order (deterministic schedulers).
+        extra_evals: model calls beyond one per step (PNDM's PLMS: 1).
         flow: a flow-matching scheduler, run in the rectified-flow frame on the exact velocity
             (:mod:`sdeflow.bench.flow_peer`); ``kwargs["shift"]`` is its shift.
     """
@@ -83,11 +87,12 @@ class PeerConfig:
     sigma_based: bool = False
     evals_per_step: int = 1
     order: float | None = None
+    extra_evals: int = 0
     flow: bool = False
 
     def steps_for(self, budget: int) -> int:
         """Inference steps within ``budget`` evaluations."""
-        return (budget + 1) // 2 if self.evals_per_step == 2 else int(budget)
+        return (budget + 1) // 2 if self.evals_per_step == 2 else int(budget) - self.extra_evals
 
 
 PEER_CONFIGS: list[PeerConfig] = [
@@ -100,10 +105,20 @@ PEER_CONFIGS: list[PeerConfig] = [
     PeerConfig("diffusers DPMSolverMultistep", "DPMSolverMultistepScheduler",
                dict(solver_order=2, algorithm_type="dpmsolver++"), order=2.0),
     PeerConfig("diffusers UniPC", "UniPCMultistepScheduler", dict(solver_order=2), order=3.0),
+    PeerConfig("diffusers DEIS", "DEISMultistepScheduler", dict(solver_order=2), order=2.0),
+    PeerConfig("diffusers DPMSolverSinglestep", "DPMSolverSinglestepScheduler",
+               dict(solver_order=2, algorithm_type="dpmsolver++", lower_order_final=True), order=2.0),
+    PeerConfig("diffusers LMS", "LMSDiscreteScheduler", {}, sigma_based=True, order=4.0),
+    PeerConfig("diffusers PNDM", "PNDMScheduler", dict(skip_prk_steps=True, timestep_spacing="trailing"), order=4.0,
+               extra_evals=1),
+    PeerConfig("diffusers KDPM2", "KDPM2DiscreteScheduler", {}, sigma_based=True, evals_per_step=2, order=2.0),
     PeerConfig("diffusers FlowMatchEuler", "FlowMatchEulerDiscreteScheduler", dict(shift=1.0), order=1.0, flow=True),
     PeerConfig("diffusers FlowMatchEuler shift=3", "FlowMatchEulerDiscreteScheduler", dict(shift=3.0), order=1.0,
                flow=True),
 ]
+#: the deterministic discretisations of the DDPM chain (pathwise error against the reference ODE solution);
+#: the flow-matching ones work in the rectified-flow frame (:mod:`sdeflow.bench.flow_peer`)
+DETERMINISTIC_PEERS: list[str] = [c.label for c in PEER_CONFIGS if not c.stochastic and not c.flow]
 
 
 def peers_available() -> bool:
@@ -181,7 +196,7 @@ def make_scheduler(config: PeerConfig, betas: np.ndarray) -> Any:
 
 
 def run_peer(config: PeerConfig, budget: int, score_model: ScoreModel, x_T: Tensor,
-             generator: torch.Generator | None = None) -> PeerResult:
+             generator: torch.Generator | None = None, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> PeerResult:
     """Sample with diffusers' ``config.scheduler`` from the process-frame initial states ``x_T``.
 
     Args:
@@ -190,6 +205,7 @@ def run_peer(config: PeerConfig, budget: int, score_model: ScoreModel, x_T: Tens
         score_model: the exact (or any) sdeflow score model; its process defines the schedule.
         x_T: initial states at ``t_max`` in the process's frame, ``(batch, *dims)``.
         generator: noise of stochastic schedulers (DDPM).
+        num_train_timesteps: the discrete schedule's length ``N`` (a diffusers checkpoint's own).
 
     Returns:
         :class:`PeerResult` with samples in data space.
@@ -198,7 +214,7 @@ def run_peer(config: PeerConfig, budget: int, score_model: ScoreModel, x_T: Tens
         samples, nfe, steps = run_flow_peer(config, budget, score_model, x_T)
         return PeerResult(samples=samples, nfe=nfe, steps=steps)
     process = score_model.process
-    times = peer_times(process)
+    times = peer_times(process, int(num_train_timesteps))
     betas = peer_betas(process, times)
     sched = make_scheduler(config, betas)
     steps = config.steps_for(budget)

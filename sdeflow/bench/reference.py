@@ -55,12 +55,14 @@ class Reference:
     how: str
 
 
-def ode_reference(score_model: ScoreModel, shape: tuple[int, ...], tol: float) -> Reference:
-    """The probability-flow ODE by dopri8 at ``rtol = atol = tol`` (checked against ``100 tol``)."""
-    tight = create_sampler("ode", method="dopri8", rtol=tol, atol=tol).sample(score_model, shape)
-    loose = create_sampler("ode", method="dopri8", rtol=100 * tol, atol=100 * tol).sample(score_model, shape)
+def ode_reference(score_model: ScoreModel, shape: tuple[int, ...], tol: float, x_T: Tensor | None = None,
+                  method: str = "dopri8") -> Reference:
+    """The probability-flow ODE by ``method`` (dopri8) at ``rtol = atol = tol`` (checked against ``100 tol``),
+    from ``x_T`` when given (else the model's own prior draw)."""
+    tight = create_sampler("ode", method=method, rtol=tol, atol=tol).sample(score_model, shape, x_T=x_T)
+    loose = create_sampler("ode", method=method, rtol=100 * tol, atol=100 * tol).sample(score_model, shape, x_T=x_T)
     return Reference(tight.samples, rms_path_error(loose.samples, tight.samples), tight.nfe,
-                     f"ode dopri8 rtol=atol={tol:g}")
+                     f"ode {method} rtol=atol={tol:g}")
 
 
 def strong_reference(score_model: ScoreModel, shape: tuple[int, ...], steps: int, seed: int,

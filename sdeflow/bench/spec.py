@@ -133,11 +133,15 @@ QUICK = BenchSpec(
 FULL_SAMPLERS = ["ode euler", "ode heun2", "ode rk4", "dpm_solver 2M", "dpm_solver 3M", "unipc-2", "ddim", "ddim eta=1",
                  "heun", "sde euler", "pc rd+langevin", "ancestral", "langevin"]
 
+#: the peers of the recorded full run (``--peer-list all`` adds DEIS, DPMSolverSinglestep, LMS, PNDM, KDPM2)
+FULL_PEERS = ["diffusers DDPM", "diffusers DDIM", "diffusers Euler", "diffusers Heun", "diffusers DPMSolverMultistep",
+              "diffusers UniPC", "diffusers FlowMatchEuler", "diffusers FlowMatchEuler shift=3"]
+
 FULL = BenchSpec(
     targets=["gauss1d", "nine_gaussians", "aniso16", "aniso64"],
     processes=["vp", "ddpm", "ve", "subvp", "rectified_flow"],
     samplers=list(FULL_SAMPLERS),
-    peers=list(ALL_PEERS),
+    peers=list(FULL_PEERS),
     nfe=[10, 20, 50, 100],
     samples=2000,
     paths=64,

@@ -41,13 +41,34 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of the table.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.option("--model", "model_dir", default=None, metavar="DIR",
+              help="Benchmark the solvers on this trained network instead of the exact targets: an sdeflow "
+                   "checkpoint folder (or step_XXXXXXXX.json) or a diffusers folder. Pathwise error of every "
+                   "deterministic sampler and diffusers scheduler against a tight dopri8 solution from the same "
+                   "x_T, at NFE 5,8,10,20,50 by default.")
+@click.option("--diffusers", "diffusers_dir", default=None, metavar="DIR",
+              help="Like --model, for a diffusers pipeline or model folder (sdeflow.interop.from_diffusers).")
+@click.option("--reference-tol", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="rtol = atol of the dopri8 reference [default: 1e-10 on the targets, 1e-7 on a network].")
 def bench_command(preset_name: str, targets: str | None, processes: str | None, samplers: str | None,
                   metrics: str | None, nfe: str | None, samples: int | None, paths: int | None, seed: int | None,
                   device: str | None, dtype: str | None, peers: bool, peer_list: str | None, overhead: bool,
-                  threads: int | None, out_dir: str, no_plots: bool, as_json: bool, progress: bool) -> None:
+                  threads: int | None, out_dir: str, no_plots: bool, as_json: bool, progress: bool,
+                  model_dir: str | None, diffusers_dir: str | None, reference_tol: float | None) -> None:
     """Benchmark every sampler (and diffusers' schedulers) on targets with known density: NFE, time,
     sliced W2, MMD, mean/covariance error, log-density gap with noise floors, pathwise/strong error
-    and empirical orders; writes a table, CSV, JSON and error-vs-NFE plots."""
+    and empirical orders; writes a table, CSV, JSON and error-vs-NFE plots.
+
+    With --model DIR or --diffusers DIR: the accuracy of every deterministic sampler and diffusers
+    scheduler on that network (pathwise error against a tight reference from the same initial noise,
+    empirical orders, plot).
+
+    \b
+    Examples:
+      sdeflow bench --quick
+      sdeflow bench --diffusers my_ddpm --nfe 5,8,10,20,50 --paths 16 --out bench_ddpm
+      sdeflow bench --model runs/digits --samplers all --device cuda
+    """
     from ..bench import outputs
     from ..bench.runner import run_bench
     from ..bench.spec import ALL_PEERS, ALL_SAMPLERS, preset
@@ -58,6 +79,19 @@ def bench_command(preset_name: str, targets: str | None, processes: str | None, 
         budgets = None if nfe is None else [int(b) for b in _csv(nfe) or []]
     except ValueError:
         raise click.BadParameter(f"--nfe takes comma-separated integers, got {nfe!r}") from None
+    if model_dir is not None or diffusers_dir is not None:
+        given = [f for f, v in (("--targets", targets), ("--processes", processes), ("--metrics", metrics),
+                                ("--samples", samples)) if v is not None]
+        if given or preset_name == "full":
+            names = given or ["--full"]
+            raise click.UsageError(f"{', '.join(names)} {'does' if len(names) == 1 else 'do'} not apply to a network "
+                                   "benchmark (--model/--diffusers): it measures pathwise errors on the network's "
+                                   "own ODE")
+        from .network_bench import network_bench
+
+        network_bench(model_dir, diffusers_dir, _csv(samplers), budgets, paths, seed, device, dtype, peers,
+                      _csv(peer_list), threads, out_dir, no_plots, as_json, progress, reference_tol)
+        return
     sampler_list = _csv(samplers)
     if sampler_list == ["all"]:
         sampler_list = list(ALL_SAMPLERS)
@@ -67,7 +101,7 @@ def bench_command(preset_name: str, targets: str | None, processes: str | None, 
     try:
         spec = preset(preset_name, targets=_csv(targets), processes=_csv(processes), samplers=sampler_list,
                       metrics=_csv(metrics), nfe=budgets, samples=samples, paths=paths, seed=seed, device=device,
-                      dtype=dtype, peers=peer_names, threads=threads)
+                      dtype=dtype, peers=peer_names, threads=threads, reference_tol=reference_tol)
         if not peers:
             spec.peers = []
         spec.overhead = overhead

@@ -20,6 +20,7 @@ Layout (every key optional; ``sdeflow train --print-config`` prints a complete o
 
     [data]
     name = "nine_gaussians"     # a registered data set or a .pt/.npz/.npy file
+    labels = true               # train a class-conditional model on the data's labels (--labels)
     [data.options]
     n = 20000
 
@@ -60,10 +61,10 @@ else:  # pragma: no cover - Python 3.10 only
 TRAIN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "progress"))
 _OPTIONAL_FLOATS = ("grad_clip", "ema_decay")
 _INTS = ("steps", "batch_size", "warmup_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints")
-_FLOATS = ("lr", "weight_decay", "momentum", "min_lr_ratio")
+_FLOATS = ("lr", "weight_decay", "momentum", "min_lr_ratio", "p_uncond")
 _SECTIONS: dict[str, tuple[str, ...]] = {"process": ("name", "options"),
                                          "model": ("name", "parametrization", "options"),
-                                         "data": ("name", "options"), "training": TRAIN_FIELDS}
+                                         "data": ("name", "options", "labels"), "training": TRAIN_FIELDS}
 _TOP = ("out", "seed", "device", "dtype")
 
 
@@ -83,6 +84,7 @@ class RunConfig:
     data: str = "nine_gaussians"
     data_options: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    labels: bool = False
 
     def train_config(self, progress: bool = False) -> TrainConfig:
         """The :class:`TrainConfig` (defaults for every field not set), validated.
@@ -111,7 +113,7 @@ class RunConfig:
             lines.append(f"{key} = {_toml_value(getattr(self, key), key)}")
         for section, name_key, extra in (("process", "process", {}), ("model", "model",
                                                                       {"parametrization": self.parametrization}),
-                                         ("data", "data", {})):
+                                         ("data", "data", {"labels": True} if self.labels else {})):
             lines += ["", f"[{section}]", f"name = {_toml_value(getattr(self, name_key), section + '.name')}"]
             lines += [f"{k} = {_toml_value(v, f'{section}.{k}')}" for k, v in extra.items()]
             opts = getattr(self, f"{name_key}_options")
@@ -195,6 +197,10 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
         setattr(cfg, f"{section}_options", dict(opts))
         if section == "model" and "parametrization" in table:
             cfg.parametrization = table["parametrization"]
+        if section == "data" and "labels" in table:
+            if not isinstance(table["labels"], bool):
+                raise fail(f"[data] labels must be true or false, got {table['labels']!r}")
+            cfg.labels = table["labels"]
     if cfg.parametrization is not None and cfg.parametrization not in PARAMETRIZATIONS:
         raise fail(f"[model] parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {cfg.parametrization!r}")
     return cfg
@@ -238,11 +244,12 @@ def apply_overrides(cfg: RunConfig, *, out: str | None = None, seed: int | None 
                     dtype: str | None = None, process: str | None = None, process_options: dict[str, Any] | None = None,
                     model: str | None = None, model_options: dict[str, Any] | None = None,
                     parametrization: str | None = None, data: str | None = None,
-                    data_options: dict[str, Any] | None = None, training: dict[str, Any] | None = None) -> RunConfig:
+                    data_options: dict[str, Any] | None = None, training: dict[str, Any] | None = None,
+                    labels: bool | None = None) -> RunConfig:
     """``cfg`` with every given (non-``None``) flag value on top (see the module docstring)."""
     new = RunConfig(**{**asdict(cfg)})
     for key, val in (("out", out), ("seed", seed), ("device", device), ("dtype", dtype),
-                     ("parametrization", parametrization)):
+                     ("parametrization", parametrization), ("labels", labels)):
         if val is not None:
             setattr(new, key, val)
     for key, name, opts in (("process", process, process_options), ("model", model, model_options),

@@ -32,10 +32,16 @@ from ..errors import SdeflowError
 FILE_SUFFIXES = (".pt", ".pth", ".npz", ".npy")
 TORCH_SUFFIXES = (".pt", ".pth")
 #: options of a data file (``value_range`` and ``layout`` for image arrays) and of a PNG folder
-FILE_OPTIONS = ("key", "n", "value_range", "layout")
+FILE_OPTIONS = ("key", "n", "value_range", "layout", "labels_key")
 FOLDER_OPTIONS = ("channels", "size", "pattern", "n")
 #: keys tried, in order, when a file holds several arrays and no ``key`` option is given
 DEFAULT_KEYS = ("samples", "data", "x", "images")
+#: keys of the class labels in a data file (``--labels``), tried in order unless ``labels_key`` is given
+LABEL_KEYS = ("y", "labels")
+#: what ``--labels`` can train on, for messages
+LABELLED_SOURCES = ("the analytic mixtures (nine_gaussians, gaussian_1d, anisotropic_mixture: the component is the "
+                    "label), digits and digits16 (the digit), a .npz/.pt file with a 'y' (or 'labels') array, a folder "
+                    "with one sub-folder of PNGs per class")
 
 
 @dataclass(frozen=True)
@@ -127,15 +133,15 @@ def _digits(default_size: int) -> Callable[..., Any]:
         from ..data.images import DIGITS_LEVELS, load_digits_split
 
         try:
-            levels = load_digits_split(split, size)
+            levels, labels = load_digits_split(split, size, return_labels=True)  # type: ignore[misc]
         except SdeflowError as exc:
             raise ValueError(str(exc)) from exc
         if n is not None:
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= levels.shape[0]:
                 raise ValueError(f"n must be an integer in [1, {levels.shape[0]}] (images of the {split!r} split), "
                                  f"got {n!r}")
-            levels = levels[:n]
-        return DequantizedImages(levels, DIGITS_LEVELS, dtype=dtype)
+            levels, labels = levels[:n], labels[:n]
+        return DequantizedImages(levels, DIGITS_LEVELS, dtype=dtype, labels=labels)
     return build
 
 
@@ -156,12 +162,26 @@ class ResolvedData:
         sample_shape: the shape of one sample.
         spec: ``{"name": ..., "options": ...}`` (stored in checkpoints and configs).
         target: the exact density when the set is a :class:`sdeflow.GaussianMixture`, else ``None``.
+        labels: the class labels of a fixed labelled set (one per row of ``data``); ``None`` for
+            unlabelled data and for distributions (which draw labels with ``sample_labelled``).
+        class_names: the names of the classes when the data were resolved with labels, else ``None``.
     """
 
     data: Any
     sample_shape: tuple[int, ...]
     spec: dict[str, Any]
     target: GaussianMixture | None = None
+    labels: Tensor | None = None
+    class_names: list[str] | None = None
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of labelled data, else ``None``."""
+        return None if self.class_names is None else len(self.class_names)
+
+    def training_data(self) -> Any:
+        """What :class:`sdeflow.training.Trainer` takes: ``(x, labels)`` for a fixed labelled set, else :attr:`data`."""
+        return (self.data, self.labels) if self.labels is not None else self.data
 
     @property
     def bins(self) -> int | None:
@@ -191,7 +211,8 @@ class ResolvedData:
             raise click.BadParameter(f"the process models {want} levels but data set {self.spec['name']!r} has {have}; "
                                      f"pass --process-opt bins={have}", param_hint="--process-opt")
         values = levels_to_signed(self.data.levels, have - 1, self.data.dtype, self.data.data_range, check=False)
-        return dataclasses.replace(self, data=values)
+        labels = self.data.labels if self.class_names is not None else None
+        return dataclasses.replace(self, data=values, labels=labels)
 
     @property
     def size(self) -> int | None:
@@ -225,13 +246,26 @@ def _looks_like_file(text: str) -> bool:
     return Path(text).suffix.lower() in FILE_SUFFIXES or Path(text).exists() or "/" in text
 
 
-def resolve_data(name: str, options: dict[str, Any], dtype: torch.dtype, flag: str = "--data") -> ResolvedData:
+def resolve_data(name: str, options: dict[str, Any], dtype: torch.dtype, flag: str = "--data",
+                 labels: bool = False) -> ResolvedData:
     """The data set ``name`` (registered name or file path) with ``options``.
+
+    With ``labels``, also the class labels (for a class-conditional model): see
+    :data:`LABELLED_SOURCES`.
 
     Raises:
         click.BadParameter: an unknown name (the message lists the registered ones), an unknown
-            option (lists the valid ones), or a missing, unreadable or malformed file.
+            option (lists the valid ones), a missing, unreadable or malformed file, or (with
+            ``labels``) data that have no labels.
     """
+    resolved = _resolve(name, options, dtype, flag, labels)
+    if labels and resolved.class_names is None:
+        raise click.BadParameter(f"data set {name!r} has no class labels; labelled data: {LABELLED_SOURCES}",
+                                 param_hint="--labels")
+    return resolved
+
+
+def _resolve(name: str, options: dict[str, Any], dtype: torch.dtype, flag: str, labels: bool) -> ResolvedData:
     if name in _REGISTRY:
         entry = _REGISTRY[name]
         bad = sorted(set(options) - set(entry.options))
@@ -249,27 +283,90 @@ def resolve_data(name: str, options: dict[str, Any], dtype: torch.dtype, flag: s
             # a fixed set drawn from an analytic mixture keeps its density
             base = entry.build(dtype=dtype, **{k: v for k, v in options.items() if k not in ("n", "sample_seed")})
             target = base if isinstance(base, GaussianMixture) else None
-        return ResolvedData(data, shape, {"name": name, "options": dict(options)}, target)
+        resolved = ResolvedData(data, shape, {"name": name, "options": dict(options)}, target)
+        return _with_labels(resolved, options) if labels else resolved
     if not _looks_like_file(name):
         listing = "; ".join(f"{e.name} ({e.description})" for e in dataset_entries())
         raise click.BadParameter(f"unknown data set {name!r}; valid names: {listing}; or a file ending in "
                                  f"{', '.join(FILE_SUFFIXES)}, or a folder of PNG images", param_hint=flag)
     path = Path(name)
+    y: Tensor | None = None
+    names: list[str] | None = None
     if path.is_dir():
-        x = load_png_folder(path, options, dtype, flag)
+        if labels:
+            x, y, names = load_png_folder(path, options, dtype, flag, labels=True)
+        else:
+            x = load_png_folder(path, options, dtype, flag)
     else:
         bad = sorted(set(options) - set(FILE_OPTIONS))
         if bad:
-            raise click.BadParameter(f"a data file takes options key (array name), n (first n rows), and for image "
-                                     f"arrays value_range and layout; got {', '.join(bad)}", param_hint=f"{flag}-opt")
+            raise click.BadParameter(f"a data file takes options key (array name), n (first n rows), labels_key (the "
+                                     f"labels' array, with --labels), and for image arrays value_range and layout; got "
+                                     f"{', '.join(bad)}", param_hint=f"{flag}-opt")
         x = load_array_file(path, options.get("key"), flag)
         x = as_images(x, path, options, dtype, flag) if x.ndim == 4 else _plain(x, path, options, dtype, flag)
+        if labels:
+            y, names = load_label_array(path, options.get("labels_key"), x.shape[0], flag)
     n = options.get("n")
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= x.shape[0]:
             raise click.BadParameter(f"n must be an integer in [1, {x.shape[0]}], got {n!r}", param_hint=f"{flag}-opt")
         x = x[:n]
-    return ResolvedData(x, tuple(x.shape[1:]), {"name": str(name), "options": dict(options)}, None)
+        y = None if y is None else y[:n]
+    return ResolvedData(x, tuple(x.shape[1:]), {"name": str(name), "options": dict(options)}, None, y, names)
+
+
+def _with_labels(resolved: ResolvedData, options: dict[str, Any]) -> ResolvedData:
+    """A registered set with its labels: a mixture's component, the digits' digit (no names: unlabelled)."""
+    data = resolved.data
+    if isinstance(data, GaussianMixture):
+        return dataclasses.replace(resolved, class_names=[str(k) for k in range(data.n_components)])
+    if isinstance(data, DequantizedImages) and data.labels is not None:
+        count = int(data.labels.max()) + 1
+        return dataclasses.replace(resolved, class_names=[str(k) for k in range(count)])
+    if isinstance(data, Tensor) and resolved.target is not None:
+        # a fixed set drawn from a mixture: the same draw with its components
+        x, y = resolved.target.to(dtype=data.dtype).sample_labelled(
+            data.shape[0], torch.Generator().manual_seed(int(options.get("sample_seed", 0))))
+        if not torch.equal(x, data):  # pragma: no cover - sample and sample_labelled share one draw
+            raise RuntimeError("the labelled draw differs from the fixed set")
+        return dataclasses.replace(resolved, labels=y,
+                                   class_names=[str(k) for k in range(resolved.target.n_components)])
+    return resolved
+
+
+def load_label_array(path: Path, key: str | None, rows: int, flag: str = "--data") -> tuple[Tensor, list[str]]:
+    """The class labels stored next to the data in ``path`` (array ``key``, else ``y`` or ``labels``):
+    ``rows`` non-negative integers; the classes are ``0..max``.
+
+    Raises:
+        click.BadParameter: no such array (lists the file's arrays), or not ``rows`` non-negative integers.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        raise click.BadParameter(f"data file {path} holds one array; --labels needs the labels in the same file: a "
+                                 f".npz or .pt with arrays x and y", param_hint=flag)
+    candidates = (key,) if key is not None else LABEL_KEYS
+    arrays: list[str] = []
+    for k in candidates:
+        try:
+            y = load_array_file(path, k, flag)
+            break
+        except click.BadParameter as exc:
+            arrays.append(str(exc))
+    else:
+        names = " or ".join(map(repr, candidates))
+        raise click.BadParameter(f"data file {path} has no labels array ({names}; pick one "
+                                 f"with {flag}-opt labels_key=NAME): {arrays[-1]}", param_hint=flag)
+    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+    if y.ndim != 1 or y.shape[0] != rows or y.is_floating_point() and not bool((y == y.round()).all()):
+        raise click.BadParameter(f"data file {path}: the labels must be {rows} integers (one per row), got shape "
+                                 f"{tuple(y.shape)} {y.dtype}", param_hint=flag)
+    y = y.to(torch.int64)
+    if bool((y < 0).any()):
+        raise click.BadParameter(f"data file {path}: the labels must be class indices 0, 1, ...; got {int(y.min())}",
+                                 param_hint=flag)
+    return y, [str(k) for k in range(int(y.max()) + 1)]
 
 
 def _plain(x: Tensor, path: Path, options: dict[str, Any], dtype: torch.dtype, flag: str) -> Tensor:
@@ -312,23 +409,27 @@ def as_images(x: Tensor, path: Path, options: dict[str, Any], dtype: torch.dtype
         raise click.BadParameter(str(exc), param_hint=flag) from exc
 
 
-def load_png_folder(path: Path, options: dict[str, Any], dtype: torch.dtype, flag: str = "--data") -> Tensor:
+def load_png_folder(path: Path, options: dict[str, Any], dtype: torch.dtype, flag: str = "--data",
+                    labels: bool = False) -> Any:
     """Every PNG of a folder as images ``(N, C, H, W)`` in ``[-1, 1]`` (:func:`sdeflow.data.images.load_image_folder`;
-    options ``channels``, ``size``, ``pattern``; ``n`` is applied by the caller).
+    options ``channels``, ``size``, ``pattern``; ``n`` is applied by the caller). With ``labels``: one
+    sub-folder per class, ``(images, labels, class names)``
+    (:func:`sdeflow.data.images.load_labelled_image_folder`).
 
     Raises:
         click.BadParameter: unknown options, or sdeflow.data.images' error (no images, unreadable files,
             sizes that differ, non-square images).
     """
-    from ..data.images import load_image_folder
+    from ..data.images import load_image_folder, load_labelled_image_folder
 
     bad = sorted(set(options) - set(FOLDER_OPTIONS))
     if bad:
         raise click.BadParameter(f"an image folder takes options {', '.join(FOLDER_OPTIONS)}; got {', '.join(bad)}",
                                  param_hint=f"{flag}-opt")
     try:
-        return load_image_folder(path, channels=options.get("channels"), size=options.get("size"),
-                                 pattern=options.get("pattern", "*.png"), dtype=dtype)
+        load = load_labelled_image_folder if labels else load_image_folder
+        return load(path, channels=options.get("channels"), size=options.get("size"),
+                    pattern=options.get("pattern", "*.png"), dtype=dtype)
     except SdeflowError as exc:
         raise click.BadParameter(str(exc), param_hint=flag) from exc
 
@@ -339,10 +440,10 @@ def _sample_shape(data: Any) -> tuple[int, ...]:
     return tuple(data.sample(1, torch.Generator().manual_seed(0)).shape[1:])
 
 
-def load_array_file(path: Path, key: str | None = None, flag: str = "--data") -> Tensor:
+def load_array_file(path: Path, key: str | None = None, flag: str = "--data", allow_bool: bool = False) -> Tensor:
     """A tensor ``(N, *dims)`` from a ``.pt`` / ``.pth`` (tensor or dict of tensors, read with
     ``weights_only=True``), ``.npz`` or ``.npy`` file; a 1-D array of ``N`` values becomes ``(N, 1)``;
-    the dtype is kept.
+    the dtype is kept (booleans are refused unless ``allow_bool``: masks).
 
     Raises:
         click.BadParameter: a missing, unreadable or malformed file, or an unknown ``key``.
@@ -375,7 +476,8 @@ def load_array_file(path: Path, key: str | None = None, flag: str = "--data") ->
     except (TypeError, ValueError, RuntimeError) as exc:
         raise click.BadParameter(f"data file {path}: {key or 'the array'} is not numeric ({exc})",
                                  param_hint=flag) from exc
-    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+            or (allow_bool and t.dtype == torch.bool)):
         raise click.BadParameter(f"data file {path}: dtype {t.dtype} is not numeric", param_hint=flag)
     if t.ndim == 1:
         t = t[:, None]
@@ -424,10 +526,16 @@ def infer_process_options(process: str, data: ResolvedData, options: dict[str, A
     return out
 
 
-def infer_model_options(model: str, sample_shape: tuple[int, ...], options: dict[str, Any]) -> dict[str, Any]:
+def infer_model_options(model: str, sample_shape: tuple[int, ...], options: dict[str, Any],
+                        num_classes: int | None = None) -> dict[str, Any]:
     """Fill the size options a network needs from the data's sample shape, unless given:
     ``dim = prod(sample_shape)`` for networks that take ``dim`` (``mlp``), ``in_channels`` and
-    ``image_size`` from ``(c, s, s)`` for those that take them (``unet``)."""
+    ``image_size`` from ``(c, s, s)`` for those that take them (``unet``); and ``num_classes`` of
+    labelled data.
+
+    Raises:
+        click.BadParameter: labelled data for a network that takes no ``num_classes``.
+    """
     from ..plugins.api import component_options
 
     try:
@@ -435,6 +543,11 @@ def infer_model_options(model: str, sample_shape: tuple[int, ...], options: dict
     except Exception:  # noqa: BLE001 - an unknown model is reported when it is built
         return dict(options)
     out = dict(options)
+    if num_classes is not None:
+        if "num_classes" not in known:
+            raise click.BadParameter(f"model {model!r} takes no num_classes, so it cannot learn from labels; use a "
+                                     "class-conditional network (mlp, unet) or drop --labels", param_hint="--labels")
+        out.setdefault("num_classes", int(num_classes))
     if "dim" in known and "dim" not in out:
         out["dim"] = int(math.prod(sample_shape))
     if len(sample_shape) == 3 and sample_shape[1] == sample_shape[2]:

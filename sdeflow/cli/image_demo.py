@@ -33,7 +33,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,7 @@ from ..data.images import (
 from ..errors import OptionError
 from ..plugins.api import component_options, create_model, create_process, create_sampler
 from ..training import Trainer, list_checkpoints
+from .class_demo import DEMO_GUIDANCE, GUIDANCE_SCALES, GuidanceSweep, format_sweep
 
 #: how a process of discrete data's samples z_0 become images (:meth:`ForwardProcess.decode`)
 DECODE_MODES = ("mode", "sample")
@@ -88,6 +89,7 @@ class ImageDemoResult:
     nearest_ratio: float
     losses: list[tuple[int, float]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    guidance: dict[str, Any] | None = None
 
 
 def condition_range(process: ForwardProcess, points: int = 257) -> tuple[float, float]:
@@ -211,7 +213,9 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
                    n_samples: int = 64, n_eval: int = 128, n_probes: int = 2, rtol: float = 1e-4,
                    atol: float = 1e-4, seed: int = 0, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32, decode: str = "mode", progress: bool = False,
-                   echo: Callable[[str], None] = print) -> ImageDemoResult:
+                   echo: Callable[[str], None] = print, labels: bool = False,
+                   guidance_scales: Sequence[float] = GUIDANCE_SCALES, demo_guidance: float = DEMO_GUIDANCE,
+                   per_class: int = 20) -> ImageDemoResult:
     """Train a UNet on the digits under ``process``, save a sample grid and a bits/dim report.
 
     The held-out split (20% of the 1,797 digits, permutation seed 0) is the same for every
@@ -245,6 +249,12 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
             level, default) or ``"sample"`` (a draw); the grid shows the result.
         progress: progress bars for training and sampling.
         echo: where progress goes.
+        labels: train a class-conditional UNet (the digits' labels, label dropout 0.1) and add the
+            class-by-guidance grid ``class_grid.png`` and the classifier's agreement with the requested
+            class per guidance scale (:func:`sdeflow.cli.class_demo.guidance_sweep`) to the report.
+        guidance_scales: the scales of that sweep.
+        demo_guidance: the scale whose agreement is the headline number.
+        per_class: samples per class and guidance scale in the sweep.
 
     Returns:
         An :class:`ImageDemoResult`.
@@ -272,12 +282,17 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
     if bins is not None and bins != DIGITS_LEVELS:
         raise OptionError(f"process {process!r} models discrete data on {bins} levels; the digits have "
                           f"{DIGITS_LEVELS} (pass process_options={{'bins': {DIGITS_LEVELS}}})")
-    mopts = {"cond_range": condition_range(proc), **(model_options or {})}
+    mopts = {"cond_range": condition_range(proc), **({"num_classes": 10} if labels else {}), **(model_options or {})}
     net = create_model("unet", in_channels=1, image_size=image_size, **mopts)
     model = ScoreModel(net, proc).to(device=device, dtype=dtype)
     n_params = sum(p.numel() for p in model.parameters())
-    data = (levels_to_signed(train_levels, DIGITS_LEVELS - 1, dtype) if bins is not None
-            else DequantizedImages(train_levels, DIGITS_LEVELS, dtype=dtype))
+    train_labels = load_digits_split("train", image_size, return_labels=True)[1]
+    data: Any
+    if bins is not None:  # the level grid, a fixed set (with its labels for a class-conditional model)
+        values = levels_to_signed(train_levels, DIGITS_LEVELS - 1, dtype)
+        data = (values, train_labels) if labels else values
+    else:
+        data = DequantizedImages(train_levels, DIGITS_LEVELS, dtype=dtype, labels=train_labels)
     ckpt_dir = out / "model"
     for old in list_checkpoints(ckpt_dir):  # a fresh run: the demo always retrains
         old.with_suffix(".safetensors").unlink(missing_ok=True)
@@ -286,8 +301,10 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
     trainer = Trainer(model, data, batch_size=batch_size, lr=lr,
                       warmup_steps=100, seed=seed, log_every=25, steps=steps or 10**9,
                       precision="auto" if torch.device(device).type == "cuda" else "off", progress=progress,
-                      metadata={"data": data_spec, "image_demo": {"process": process}})
-    echo(f"image demo: {process} + unet ({n_params:,} parameters) on {train_levels.shape[0]} digits "
+                      metadata={"data": data_spec, "image_demo": {"process": process}},
+                      class_names=[str(k) for k in range(10)] if labels else None)
+    echo(f"image demo: {process} + {'class-conditional ' if labels else ''}unet ({n_params:,} parameters) on "
+         f"{train_levels.shape[0]} digits "
          f"{image_size}x{image_size}, " + (f"{steps} steps" if steps else f"{minutes:g} min"))
     start = time.perf_counter()
     if steps is not None:
@@ -329,6 +346,25 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
     reference_confidence, _ = digit_confidence(judge, test_levels[:n_eval])
     nearest = nearest_digit_ratio(sample_levels, train_levels, test_levels[:n_eval])
 
+    sweep = None
+    if labels:
+        from .class_demo import guidance_sweep
+
+        def levels_of(z: torch.Tensor) -> torch.Tensor:
+            if bins is None:
+                return torch.floor((z.cpu() + 1.0) * (DIGITS_LEVELS / 2.0)).clamp(0, DIGITS_LEVELS - 1)
+            x = proc.decode(z, torch.Generator(device="cpu").manual_seed(seed + 6), sample=decode == "sample")
+            return signed_to_levels(x.cpu(), DIGITS_LEVELS - 1)
+
+        sweep = guidance_sweep(ema, smp, judge, out, image_size, tuple(guidance_scales), per_class, seed=seed + 5,
+                               demo_guidance=demo_guidance, progress=progress, levels_of=levels_of)
+        test_levels_all, test_labels = load_digits_split("test", image_size, return_labels=True)  # type: ignore[misc]
+        pred = judge.predict(test_levels_all.reshape(test_levels_all.shape[0], -1).to(torch.float64).numpy()
+                             / (DIGITS_LEVELS - 1))
+        sweep.reference_accuracy = float((torch.as_tensor(pred) == test_labels).to(torch.float64).mean())
+        echo("  classifier agrees with the requested class: " + ", ".join(
+            f"w={w:g}: {100 * a:.1f}%" for w, a in zip(sweep.scales, sweep.accuracy)) + f"; wrote {sweep.grid}")
+
     t0 = time.perf_counter()
     t_start: float | None = None
     nfe = 0
@@ -359,7 +395,9 @@ def run_image_demo(out_dir: str | Path = "image_demo_out", process: str = "vp", 
                  "sampler_options": sampler_options or {}, "process_options": popts,
                  "model_options": {k: list(v) if isinstance(v, tuple) else v for k, v in mopts.items()},
                  "n_probes": n_probes, "rtol": rtol, "atol": atol, "device": str(device),
-                 "dtype": str(dtype).replace("torch.", ""), "decode": decode if bins is not None else None})
+                 "dtype": str(dtype).replace("torch.", ""), "decode": decode if bins is not None else None,
+                 "labels": labels},
+        guidance=None if sweep is None else asdict(sweep))
     _write_report(out, result)
     echo(f"  bits/dim on {n_eval} held-out digits: {bpd_mean:.3f} ± {bpd_se:.3f} (independent-pixel histogram "
          f"{result.baseline_bits_per_dim:.3f}, uniform {result.uniform_bits_per_dim:.3f}); "
@@ -380,6 +418,15 @@ def format_report(r: ImageDemoResult) -> str:
         note = (f"{r.process} models the 17 levels k/8 - 1 directly; bits/dim is its own variational bound "
                 "(its default loss) averaged over the held-out digits and 4 noise draws; ± is the standard error.")
     decoded = f", z_0 decoded by p(x | z_0), {r.options.get('decode')}" if r.bound == "process" else ""
+    guided: list[str] = []
+    if r.guidance is not None:
+        sweep = GuidanceSweep(**r.guidance)
+        guided = ["", "## Class-conditional samples and classifier-free guidance", "",
+                  f"`{Path(sweep.grid).name}`: rows are the digits 0-9, column blocks the guidance scales "
+                  f"{', '.join(f'{w:g}' for w in sweep.scales)} ({sweep.per_class} samples per class and scale; the "
+                  "same prior draws for every scale). The digit classifier's agreement with the requested class "
+                  f"(its accuracy on held-out real digits: {100 * (sweep.reference_accuracy or 0):.1f}%):", "",
+                  format_sweep(sweep)]
     return "\n".join([
         f"# Image demo: {r.process} + unet on digits {r.image_size}x{r.image_size}",
         "",
@@ -407,6 +454,7 @@ def format_report(r: ImageDemoResult) -> str:
         "logistic-regression digit classifier fitted on the training digits is asked how clearly each image is some "
         "digit (its top-class probability; real held-out digits for scale), and how far the samples lie from the "
         "nearest training digit relative to unseen real digits (1: as close as real digits; uniform noise 3.5).",
+        *guided,
     ]) + "\n"
 
 
@@ -427,12 +475,17 @@ def format_summary(results: list[ImageDemoResult], root: str | Path | None = Non
 
     lines = ["# Image demo: UNet on the digits", "",
              "| process | steps | training (s) | bits/dim, held-out (upper bound) | bound | sampler (NFE) | "
-             "digit confidence | nearest-digit ratio | grid |",
-             "|---|---:|---:|---:|---|---|---:|---:|---|"]
+             "digit confidence | nearest-digit ratio | grid | requested class recognised |",
+             "|---|---:|---:|---:|---|---|---:|---:|---|---|"]
     for r in results:
+        classes = "-"
+        if r.guidance is not None:
+            sweep = GuidanceSweep(**r.guidance)
+            classes = ", ".join(f"w={w:g}: {100 * a:.0f}%" for w, a in zip(sweep.scales, sweep.accuracy)) + \
+                f" (`{rel(sweep.grid)}`)"
         lines.append(f"| {r.process} | {r.steps} | {r.train_seconds:.0f} | {r.bits_per_dim:.3f} ± "
                      f"{r.bits_per_dim_stderr:.3f} | {r.bound} | {r.sampler} ({r.sample_nfe}) | "
-                     f"{r.sample_confidence:.3f} | {r.nearest_ratio:.2f} | `{rel(r.grid)}` |")
+                     f"{r.sample_confidence:.3f} | {r.nearest_ratio:.2f} | `{rel(r.grid)}` | {classes} |")
     if results:
         r = results[0]
         lines += ["", f"References on the same {r.n_eval} held-out digits: independent-pixel histogram "

@@ -26,6 +26,8 @@ class LoadedRun:
     ctx: DistributedContext
     device: torch.device
     dtype: torch.dtype
+    #: a model loaded from another library's folder (``--diffusers``): what messages call it; ``None`` for a checkpoint
+    pretrained: str | None = None
 
     @property
     def is_main(self) -> bool:
@@ -33,6 +35,8 @@ class LoadedRun:
 
     def training_data(self) -> dict[str, Any] | None:
         """``{"name", "options"}`` of the data the run was trained on (``sdeflow train`` records it)."""
+        if self.pretrained is not None:
+            return None
         data = (self.checkpoint.manifest.get("metadata") or {}).get("data")
         return data if isinstance(data, dict) and "name" in data else None
 
@@ -45,6 +49,12 @@ class LoadedRun:
             return resolve_data(data["name"], dict(data.get("options") or {}), torch.float64).target
         except click.BadParameter:
             return None  # e.g. a file that is not there any more
+
+    def origin(self, raw: bool) -> str:
+        """Where the weights came from, for messages: ``step N (EMA weights)`` or the diffusers folder."""
+        if self.pretrained is not None:
+            return self.pretrained
+        return f"step {self.checkpoint.step} ({'raw' if raw else 'EMA'} weights)"
 
     def generator(self, seed: int, stream: int = 0) -> torch.Generator:
         """A CPU generator for this rank: ``seed`` itself on rank 0 for stream 0 (so one process
@@ -78,3 +88,46 @@ def open_checkpoint(path: str, raw: bool, ctx: DistributedContext, dtype: str | 
     if spec.sample_shape is None:
         raise click.ClickException(f"checkpoint {ckpt.path} does not record the data's sample shape")
     return LoadedRun(model, spec, ckpt, ctx, dev, dt)
+
+
+def open_diffusers(path: str, ctx: DistributedContext, dtype: str | None) -> LoadedRun:
+    """Load the diffusers pipeline or model folder ``path`` (:func:`sdeflow.interop.from_diffusers`) on
+    ``ctx.device`` in ``dtype`` (default float32) as a :class:`LoadedRun`.
+
+    Raises:
+        click.ClickException: a missing or unsupported folder (the sdeflow error's message).
+    """
+    from pathlib import Path
+
+    from ..interop import DiffusersNetwork, from_diffusers
+    from ..training.checkpoint import Checkpoint
+    from ..training.model_spec import ModelSpec, dtype_name
+
+    dt = resolve_dtype(dtype, default="float32")
+    with cli_errors():
+        model = from_diffusers(path, device=ctx.device, dtype=dt)
+    shape = model.network.sample_shape if isinstance(model.network, DiffusersNetwork) else None
+    if shape is None:
+        raise click.ClickException(f"{path}: the model's config does not give in_channels and sample_size, so the "
+                                   "shape of a sample is unknown")
+    spec = ModelSpec(process="ddpm", model=type(model.network.model).__name__,
+                     parametrization=model.parametrization, sample_shape=list(shape), dtype=dtype_name(dt))
+    ckpt = Checkpoint(path=Path(path), tensors={}, manifest={"step": 0})
+    return LoadedRun(model, spec, ckpt, ctx, ctx.device, dt, pretrained=f"diffusers folder {path}")
+
+
+def open_model(checkpoint: str | None, diffusers: str | None, raw: bool, ctx: DistributedContext,
+               dtype: str | None) -> LoadedRun:
+    """The model of ``CHECKPOINT`` or of ``--diffusers DIR`` (exactly one of them).
+
+    Raises:
+        click.UsageError: both or neither given, or ``--raw`` with a diffusers folder.
+    """
+    if (checkpoint is None) == (diffusers is None):
+        raise click.UsageError("give a CHECKPOINT or --diffusers DIR (one of them)")
+    if diffusers is not None:
+        if raw:
+            raise click.UsageError("--raw selects a checkpoint's raw weights; a diffusers folder has one set")
+        return open_diffusers(diffusers, ctx, dtype)
+    assert checkpoint is not None
+    return open_checkpoint(checkpoint, raw, ctx, dtype)

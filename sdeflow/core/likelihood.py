@@ -174,10 +174,16 @@ class _AugmentedField(nn.Module):
                     "log_likelihood: the probability-flow velocity does not depend on x through autograd "
                     "(is the score computed under torch.no_grad() or detached?); the divergence needs "
                     "d score / dx")
+            vjp = None
             if self.vectorize:
-                (vjp,) = torch.autograd.grad(v, x, grad_outputs=self.probes, is_grads_batched=True,
-                                             allow_unused=True)
-            else:
+                try:
+                    (vjp,) = torch.autograd.grad(v, x, grad_outputs=self.probes, is_grads_batched=True,
+                                                 allow_unused=True, retain_graph=True)
+                except RuntimeError as exc:  # an operation vmap cannot batch (diffusers' UNets): loop from now on
+                    if "vmap" not in str(exc) and "batched" not in str(exc).lower():
+                        raise
+                    self.vectorize = False
+            if not self.vectorize:
                 rows = []
                 for k in range(self.probes.shape[0]):
                     (r,) = torch.autograd.grad(v, x, grad_outputs=self.probes[k], retain_graph=True,
@@ -271,7 +277,8 @@ def log_likelihood(
         options: extra torchdiffeq options (the default error norm is the larger of the RMS
             errors of ``x`` and of the log-density channels).
         vectorize: batch the vector-Jacobian products with ``is_grads_batched`` (vmap); ``False``
-            loops over probes (for networks with operations vmap cannot batch).
+            loops over probes. A network with operations vmap cannot batch (diffusers' UNets) makes
+            the first evaluation fall back to the loop by itself.
         check_finite: raise :class:`sdeflow.errors.NonFiniteError` when the score turns NaN/Inf.
 
     Returns:

@@ -137,6 +137,19 @@ def to_velocity(kind: str, out: Tensor, x: Tensor, a: Tensor, s: Tensor, *, da: 
     raise _unknown(kind)
 
 
+def from_x0(kind: str, x0: Tensor, x: Tensor, a: Tensor, s: Tensor, *, da: Tensor | None = None,
+            ds: Tensor | None = None) -> Tensor:
+    """The output of parametrization ``kind`` that predicts the data ``x0`` at ``x_t = x`` (what an exact
+    model of the point mass at ``x0`` outputs): ``x0`` itself, ``eps = (x - a x0) / s``,
+    ``score = (a x0 - x) / s^2``, ``v = a eps - s x0`` or the velocity ``a' x0 + s' eps``."""
+    if kind == "x0":
+        return x0
+    convert = {"eps": to_eps, "score": to_score, "v": to_v, "velocity": to_velocity}.get(kind)
+    if convert is None:
+        raise _unknown(kind)
+    return convert("x0", x0, x, a, s, da=da, ds=ds)
+
+
 def target(kind: str, x0: Tensor, eps: Tensor, a: Tensor, s: Tensor, *, da: Tensor | None = None,
            ds: Tensor | None = None) -> Tensor:
     """Regression target of parametrization ``kind`` for the pair ``(x0, eps)``.

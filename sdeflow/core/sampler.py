@@ -9,7 +9,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import IncompatibleError
+from ..errors import IncompatibleError, ShapeError
 from ..utils.options import constructor_options
 from ..utils.shapes import check_shape
 from .score_model import ScoreModel
@@ -35,6 +35,29 @@ class SampleResult:
     steps: int | None = None
     trajectory: Tensor | None = None
     times: Tensor | None = None
+
+
+def check_initial_state(x_T: Tensor, shape: tuple[int, ...], score_model: ScoreModel) -> Tensor:
+    """Check a given prior draw ``x_T`` against the requested ``shape`` and the model's dtype and device.
+
+    Returns:
+        ``x_T`` itself.
+
+    Raises:
+        ShapeError: not a tensor, another shape, dtype or device; the message says what to pass.
+    """
+    if not isinstance(x_T, Tensor):
+        raise ShapeError(f"x_T must be a tensor of shape {shape} (a draw of the prior at t_max), "
+                         f"got {type(x_T).__name__}")
+    if tuple(x_T.shape) != tuple(shape):
+        raise ShapeError(f"x_T has shape {tuple(x_T.shape)}, but the samples were asked with shape {tuple(shape)}; "
+                         "pass x_T of exactly the sample shape (batch, *dims)")
+    dtype, device = score_model.dtype, score_model.device
+    if x_T.dtype != dtype:
+        raise ShapeError(f"x_T has dtype {x_T.dtype}, the score model {dtype}; pass x_T.to({dtype})")
+    if x_T.device != device:
+        raise ShapeError(f"x_T is on {x_T.device}, the score model on {device}; pass x_T.to('{device}')")
+    return x_T
 
 
 class Sampler:
@@ -83,6 +106,7 @@ class Sampler:
         shape: Sequence[int],
         generator: torch.Generator | None = None,
         *,
+        x_T: Tensor | None = None,
         callback: StepCallback | None = None,
         progress: bool = False,
         return_trajectory: bool = False,
@@ -93,16 +117,34 @@ class Sampler:
             score_model: any :class:`sdeflow.ScoreModel` (trained or exact).
             shape: ``(batch, *dims)``.
             generator: random source: the same seed gives the same samples.
+            x_T: start from this draw of the prior at ``t_max`` instead of drawing one from
+                ``generator`` (shape ``shape``, the model's dtype and device). Deterministic
+                samplers then depend on ``x_T`` alone, so different solvers (or another library's
+                loop) can be compared path by path from the same noise; stochastic samplers still
+                draw their noise from ``generator``. The tensor is not modified.
             callback: called as ``callback(step, t, x)`` after every step.
             progress: show a progress bar.
             return_trajectory: keep the state after every step (memory grows with the steps).
 
         Returns:
             A :class:`SampleResult`.
+
+        Raises:
+            ShapeError: ``x_T`` is not a tensor of ``shape`` in the model's dtype and on its device.
+            IncompatibleError: ``x_T`` was given to a sampler whose ``_sample`` takes no ``x_T``.
         """
         shape = check_shape(shape)
         self.check_compatible(score_model)
-        return self._sample(score_model, shape, generator, callback, progress, return_trajectory)
+        if x_T is None:
+            return self._sample(score_model, shape, generator, callback, progress, return_trajectory)
+        params = inspect.signature(self._sample).parameters
+        if "x_T" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise IncompatibleError(
+                f"sampler {self.name or type(self).__name__!r} cannot start from a given x_T: its _sample() takes "
+                f"no x_T argument (a sampler supports it by accepting x_T=None and starting from it, e.g. through "
+                f"sdeflow.solvers.SamplingRun(..., x_T=x_T).prior())")
+        x_T = check_initial_state(x_T, shape, score_model)
+        return self._sample(score_model, shape, generator, callback, progress, return_trajectory, x_T=x_T)
 
     def _sample(
         self,
@@ -112,7 +154,11 @@ class Sampler:
         callback: StepCallback | None,
         progress: bool,
         return_trajectory: bool,
+        x_T: Tensor | None = None,
     ) -> SampleResult:  # pragma: no cover - abstract
+        """The sampler's loop: start from ``x_T`` when given (already checked by :meth:`sample`),
+        else from ``score_model.prior_sample(shape, generator)``. A subclass that leaves ``x_T`` out
+        of its signature runs as before, and :meth:`sample` refuses an ``x_T`` for it."""
         raise NotImplementedError
 
     def check_compatible(self, score_model: ScoreModel) -> None:

@@ -15,12 +15,12 @@ data-prediction step the rest of the way (:meth:`sdeflow.solvers.SamplingRun.fin
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import OptionError, ShapeError
+from ..errors import IncompatibleError, OptionError, ShapeError
 from ..utils.shapes import append_dims
 from . import parametrization as P
 from .noise_levels import EDM_SIGMA_MIN, scaled_sigma, t_from_scaled_sigma
@@ -81,10 +81,15 @@ class ScoreModel(nn.Module):
         Returns:
             A time in ``[t_min, t_max)``.
         """
+        if self.parametrization == "score":
+            return float(self.process.t_min)
+        return self._noise_floor_time()
+
+    def _noise_floor_time(self) -> float:
+        """``t_min``, or where the process has no noise there, the time at which ``sigma_t / alpha_t``
+        reaches :attr:`noise_floor` (see :attr:`score_t_min`)."""
         process = self.process
         t_min, t_max = float(process.t_min), float(process.t_max)
-        if self.parametrization == "score":
-            return t_min
         bottom, top = scaled_sigma(process, torch.tensor([t_min, t_max], dtype=torch.float64)).tolist()
         if bottom > 0:
             return t_min
@@ -108,6 +113,75 @@ class ScoreModel(nn.Module):
                 f"{tuple(x.shape)}; it must return a tensor shaped like its input"
             )
         return out
+
+    # ------------------------------------------------------------------ conditioning
+    #: the class of the views :meth:`given` returns, called as ``view_class(model, labels, guidance, **options)``:
+    #: :class:`sdeflow.ConditionedScoreModel`, set when :mod:`sdeflow.core.conditioning` is imported (as
+    #: ``import sdeflow`` does); a subclass may name its own
+    view_class: ClassVar[Callable[..., "ScoreModel"] | None] = None
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of a class-conditional network (its ``num_classes`` attribute), else ``None``.
+
+        A class-conditional network is called as ``network(x, t_cond, labels)`` with ``labels`` an
+        ``int64`` tensor ``(batch,)`` of values ``0..num_classes-1`` or ``-1`` (no label:
+        :data:`sdeflow.NULL_LABEL`), and as ``network(x, t_cond)`` it gives the unconditional
+        prediction (see ``docs/conditioning.md``).
+        """
+        k = getattr(self.network, "num_classes", None)
+        return int(k) if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else None
+
+    def conditional_output(self, x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+        """Raw network prediction given class ``labels`` (``int64``, ``(batch,)``; ``-1``: no label).
+
+        A subclass that is not a network (an exact mixture score) overrides this.
+
+        Raises:
+            IncompatibleError: the network takes no labels (it has no ``num_classes``).
+        """
+        if self.num_classes is None:
+            raise IncompatibleError(f"network {type(self.network).__name__} takes no class labels (no num_classes)")
+        out = self.network(x, self.process.network_condition(t), labels)
+        if out.shape != x.shape:
+            raise ShapeError(
+                f"network {type(self.network).__name__} returned shape {tuple(out.shape)} for input "
+                f"{tuple(x.shape)}; it must return a tensor shaped like its input"
+            )
+        return out
+
+    def conditional_prior_sample(self, shape: Sequence[int], labels: Tensor | None,
+                                 generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                                 dtype: torch.dtype | None = None) -> Tensor:
+        """Initial samples at ``t_max`` given the labels: :meth:`prior_sample` (the process's prior does
+        not depend on the data); an exact mixture draws the labels' components at ``t_max``."""
+        return self.prior_sample(shape, generator, device, dtype)
+
+    def conditional_prior_log_prob(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        """Log-density of :meth:`conditional_prior_sample` (nats, ``(batch,)``)."""
+        return self.prior_log_prob(x)
+
+    def given(self, labels: Any = None, guidance: float | Sequence[float] | Tensor = 0.0, *, negative: Any = None,
+              mask: Tensor | None = None, values: Tensor | None = None, batched: bool = True,
+              check: bool = True) -> "ScoreModel":
+        """This model conditioned on class labels and/or observed coordinates: a view that every
+        sampler, :func:`sdeflow.log_likelihood` and the benchmark use like any score model.
+
+        * ``labels``: sample ``p(x | c)`` (a class-conditional network trained with labels, or an
+          exact mixture, whose labels are component indices);
+        * ``guidance=w``: classifier-free guidance ``(1 + w) eps(x, c) - w eps(x, null)``
+          (Ho & Salimans 2022, Eq. 6), one batched network call per evaluation;
+        * ``mask`` and ``values``: imputation of the unobserved coordinates by the replacement
+          method (Song et al. 2021, App. I.2); the ``repaint`` sampler adds resampling.
+
+        See :class:`sdeflow.ConditionedScoreModel` for the arguments (``check=False`` skips the host-side
+        range check of the labels, for training loops that build a view every step).
+        """
+        view = type(self).view_class
+        if view is None:  # pragma: no cover - `import sdeflow` imports sdeflow.core.conditioning, which sets it
+            raise IncompatibleError("no conditioned view class: import sdeflow.core.conditioning")
+        return view(self, labels, guidance, negative=negative, mask=mask, values=values, batched=batched,
+                    check=check)
 
     def coefficients(self, t: Tensor, ndim: int, derivatives: bool | None = None) -> dict[str, Tensor]:
         """The marginal's coefficients at ``t`` broadcast to ``ndim`` dimensions, as the keyword

@@ -23,6 +23,7 @@ from ..core.process import ForwardProcess
 from ..core.score_model import ScoreModel
 from ..errors import OptionError, ShapeError
 from ..utils.shapes import randn
+from .mixture_conditioning import condition_on_coordinates
 
 
 def _as_tensor(v: object, dtype: torch.dtype) -> Tensor:
@@ -136,18 +137,53 @@ class GaussianMixture:
         return out
 
     # ------------------------------------------------------------------ sampling and density
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` samples, shape ``(n, d)``, in the mixture's dtype and device."""
+    def sample(self, n: int, generator: torch.Generator | None = None, *, components: Tensor | None = None) -> Tensor:
+        """Draw ``n`` samples, shape ``(n, d)``, in the mixture's dtype and device.
+
+        Args:
+            n: number of samples.
+            generator: random source.
+            components: optional component index per sample ``(n,)`` (``-1``: drawn by the weights),
+                e.g. the class labels of a class-conditional draw.
+        """
+        return self.sample_labelled(n, generator, components=components)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator | None = None, *,
+                        components: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` samples and the component each was drawn from (its class label): ``((n, d), (n,) int64)``.
+
+        ``sample(n, generator)`` draws exactly the same samples from the same generator state.
+        """
         if int(n) != n or n <= 0:
             raise OptionError(f"n must be a positive integer, got {n!r}")
         gen_device = generator.device if generator is not None else self.device
         idx = torch.multinomial(self.weights.to(gen_device), int(n), replacement=True, generator=generator)
         idx = idx.to(self.device)
+        if components is not None:
+            comp = self._check_components(components, int(n), self.device)
+            idx = torch.where(comp >= 0, comp, idx)
         z = randn((int(n), self.dim), generator, self.device, self.dtype)
         z = z * self.eigvals[idx].sqrt()
         if not self.diagonal:
             z = torch.einsum("nij,nj->ni", self.eigvecs[idx], z)
-        return self.means[idx] + z
+        return self.means[idx] + z, idx
+
+    def _check_components(self, components: Tensor, n: int, device: torch.device) -> Tensor:
+        """Component indices ``(n,)`` (one index is broadcast) as ``int64`` on ``device``: shape check only."""
+        comp = torch.as_tensor(components).reshape(-1).to(device=device, dtype=torch.int64)
+        if comp.numel() == 1:
+            comp = comp.expand(n)
+        if comp.numel() != n:
+            raise ShapeError(f"components must hold one index or one per sample ({n}), got {comp.numel()}")
+        return comp
+
+    def _mask_components(self, logits: Tensor, components: Tensor | None) -> Tensor:
+        """Keep only each sample's own component in ``logits`` ``(n, K)`` (all where it is ``-1``)."""
+        if components is None:
+            return logits
+        comp = self._check_components(components, logits.shape[0], logits.device)
+        keep = (comp[:, None] < 0) | (torch.arange(self.n_components, device=logits.device)[None] == comp[:, None])
+        return logits.masked_fill(~keep, float("-inf"))
 
     def _components(self, x: Tensor, a: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-component pieces at ``(a, s)`` given per sample: log w_k N_k, rotated residuals, variances."""
@@ -177,21 +213,36 @@ class GaussianMixture:
             s = torch.as_tensor(s, dtype=x.dtype, device=x.device).expand(n)
         return a.to(x.dtype), s.to(x.dtype)
 
-    def marginal_log_prob(self, x: Tensor, a: Tensor | float, s: Tensor | float) -> Tensor:
-        """``log p_t(x)`` of ``a x_0 + s eps`` with ``x_0`` from the mixture; ``a``, ``s`` scalars or ``(n,)``."""
+    def marginal_log_prob(self, x: Tensor, a: Tensor | float, s: Tensor | float,
+                          components: Tensor | None = None) -> Tensor:
+        """``log p_t(x)`` of ``a x_0 + s eps`` with ``x_0`` from the mixture; ``a``, ``s`` scalars or ``(n,)``.
+
+        ``components`` ``(n,)``: the log-density of each sample's own component instead
+        (``log N(x; a mu_c, a^2 Sigma_c + s^2 I)``, the class-conditional ``log p_t(x | c)``; ``-1``:
+        the mixture's)."""
         flat, _ = self._flat(x)
         a, s = self._coeffs(flat, a, s)
-        logits, _, _ = self._like(flat)._components(flat, a, s)
-        return torch.logsumexp(logits, dim=1)
+        mix = self._like(flat)
+        logits, _, _ = mix._components(flat, a, s)
+        out = torch.logsumexp(mix._mask_components(logits, components), dim=1)
+        if components is None:
+            return out
+        comp = mix._check_components(components, flat.shape[0], flat.device)
+        own = torch.log(mix.weights)[comp.clamp_min(0)]
+        return out - torch.where(comp >= 0, own, torch.zeros_like(own))
 
-    def marginal_score(self, x: Tensor, a: Tensor | float, s: Tensor | float) -> Tensor:
+    def marginal_score(self, x: Tensor, a: Tensor | float, s: Tensor | float,
+                       components: Tensor | None = None) -> Tensor:
         """``grad_x log p_t(x)`` in closed form: ``-sum_k r_k(x) C_k^{-1} (x - a mu_k)`` with
-        ``C_k = a^2 Sigma_k + s^2 I`` and responsibilities ``r_k`` (shape like ``x``)."""
+        ``C_k = a^2 Sigma_k + s^2 I`` and responsibilities ``r_k`` (shape like ``x``).
+
+        ``components`` ``(n,)``: the score of each sample's own component instead (the class-conditional
+        ``grad log p_t(x | c)``; ``-1``: the mixture's)."""
         flat, shape = self._flat(x)
         a, s = self._coeffs(flat, a, s)
         mix = self._like(flat)
         logits, y, var = mix._components(flat, a, s)
-        resp = torch.softmax(logits, dim=1)
+        resp = torch.softmax(mix._mask_components(logits, components), dim=1)
         g = -(y / var) * resp[:, :, None]  # (n, K, d) in eigen coordinates
         score = g.sum(1) if mix.diagonal else torch.einsum("kde,nke->nd", mix.eigvecs, g)
         return score.reshape(shape)
@@ -207,6 +258,40 @@ class GaussianMixture:
     def entropy_mc(self, n: int = 100_000, generator: torch.Generator | None = None) -> Tensor:
         """Monte-Carlo estimate of the differential entropy ``-E[log p(x)]`` (nats)."""
         return -self.log_prob(self.sample(n, generator)).mean()
+
+    # ------------------------------------------------------------------ exact conditionals
+    def condition(self, component: int | None = None, *, mask: Tensor | Sequence[bool] | None = None,
+                  values: Tensor | Sequence[float] | None = None) -> "GaussianMixture":
+        """An exact conditional distribution, as a :class:`GaussianMixture`.
+
+        * ``condition(component=k)``: the ``k``-th component ``N(mu_k, Sigma_k)``, i.e. ``p(x | c = k)``
+          when the components are the classes;
+        * ``condition(mask=m, values=v)``: ``p(x_U | x_O = v_O)`` over the unobserved coordinates
+          ``U`` (``m`` False), in their order: a mixture with weights ``w_k N(v_O; mu_kO, Sigma_kOO)``
+          (normalised), means ``mu_kU + Sigma_kUO Sigma_kOO^{-1} (v_O - mu_kO)`` and covariances
+          ``Sigma_kUU - Sigma_kUO Sigma_kOO^{-1} Sigma_kOU`` (the Gaussian conditioning formulas,
+          Bishop 2006, Eqs. 2.81-2.82, applied to each component).
+
+        Args:
+            component: a component index.
+            mask: boolean ``(d,)``, ``True`` = observed (at least one observed, one not).
+            values: ``(d,)``, the observed values (entries where ``mask`` is False are ignored).
+        """
+        if component is not None:
+            if mask is not None or values is not None:
+                raise OptionError("condition() takes component=k or mask=m, values=v, not both")
+            k = self.n_components
+            if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < k:
+                raise OptionError(f"component must be an integer in 0..{k - 1}, got {component!r}")
+            out = self.to()
+            out.weights = torch.ones(1, dtype=self.dtype, device=self.device)
+            for name in ("means", "eigvals", "eigvecs"):
+                setattr(out, name, getattr(self, name)[component:component + 1].clone())
+            return out
+        if mask is None or values is None:
+            raise OptionError("condition() needs component=k, or mask=m (True = observed) and values=v")
+        weights, means, covs = condition_on_coordinates(self.weights, self.means, self.covs, mask, values)
+        return GaussianMixture(weights, means, covs, dtype=self.dtype).to(device=self.device)
 
     # ------------------------------------------------------------------ exact score model
     def score_model(self, process: ForwardProcess, exact_prior: bool = True) -> "ExactMixtureScoreModel":
@@ -271,9 +356,38 @@ class ExactMixtureScoreModel(ScoreModel):
         """The data distribution ``p_0`` (on the model's device and dtype)."""
         return self._params.mixture()
 
+    @property
+    def num_classes(self) -> int:
+        """The components are the classes: ``given(labels)`` conditions on component indices."""
+        return self._params.mixture().n_components
+
     def network_output(self, x: Tensor, t: Tensor) -> Tensor:
         a, s = self.process.marginal(t)
         return self._params.mixture().marginal_score(x, a, s)
+
+    def conditional_output(self, x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+        """The exact score of each sample's component ``grad log p_t(x | c)`` (``c = -1``: the mixture's)."""
+        a, s = self.process.marginal(t)
+        return self._params.mixture().marginal_score(x, a, s, components=labels)
+
+    def conditional_prior_sample(self, shape: Sequence[int], labels: Tensor | None,
+                                 generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                                 dtype: torch.dtype | None = None) -> Tensor:
+        """Initial samples: with ``exact_prior``, each sample's component of ``p_{t_max}`` (the exact
+        ``p_{t_max}(x | c)``)."""
+        if labels is None or not self.exact_prior:
+            return self.prior_sample(shape, generator, device, dtype)
+        pt = self._prior_mixture(shape)
+        x = pt.sample(int(shape[0]), generator, components=labels.to(pt.device))
+        return x.reshape(tuple(shape)).to(device=device or self.device, dtype=dtype or self.dtype)
+
+    def conditional_prior_log_prob(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        """Log-density of :meth:`conditional_prior_sample`."""
+        if labels is None or not self.exact_prior:
+            return self.prior_log_prob(x)
+        t = self.process.check_time(float(self.process.t_max), x.shape[0], like=x)
+        a, s = self.process.marginal(t)
+        return self._params.mixture().marginal_log_prob(x, a, s, components=labels)
 
     def marginal_log_prob(self, x: Tensor, t: Tensor | float) -> Tensor:
         """``log p_t(x)`` in closed form (nats, shape ``(batch,)``)."""
@@ -292,12 +406,15 @@ class ExactMixtureScoreModel(ScoreModel):
         """Initial samples: exact ``p_{t_max}`` when ``exact_prior`` (else the process prior)."""
         if not self.exact_prior:
             return super().prior_sample(shape, generator, device, dtype)
+        x = self._prior_mixture(shape).sample(int(shape[0]), generator)
+        return x.reshape(tuple(shape)).to(device=device or self.device, dtype=dtype or self.dtype)
+
+    def _prior_mixture(self, shape: Sequence[int]) -> GaussianMixture:
         pt = self.marginal_mixture(float(self.process.t_max))
         if int(torch.Size(tuple(shape)[1:]).numel()) != pt.dim:
             raise ShapeError(f"the mixture has dimension {pt.dim}: sample shape must be (n, {pt.dim}) (or (n, *dims) "
                              f"with {pt.dim} values each), got {tuple(shape)}")
-        x = pt.sample(int(shape[0]), generator)
-        return x.reshape(tuple(shape)).to(device=device or self.device, dtype=dtype or self.dtype)
+        return pt
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
         """Log-density of the prior used by :meth:`prior_sample`."""

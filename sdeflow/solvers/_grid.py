@@ -116,9 +116,10 @@ class GridSampler(Sampler):
 
     # ------------------------------------------------------------------ the loop
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback: StepCallback | None, progress: bool, return_trajectory: bool) -> SampleResult:
+                callback: StepCallback | None, progress: bool, return_trajectory: bool,
+                x_T: Tensor | None = None) -> SampleResult:
         with GridRun(score_model, shape, generator, check_finite=self.check_finite, clip_x0=self.clip_x0,
-                     callback=callback, progress=progress, return_trajectory=return_trajectory) as run:
+                     callback=callback, progress=progress, return_trajectory=return_trajectory, x_T=x_T) as run:
             t_start, run.t_end = resolve_interval(run.process, self.t_end)
             run.t_stop = stop_time(score_model, run.t_end) if self.scores_at_end else run.t_end
             run.use_grid(*self.plan(run, t_start, run.t_stop))

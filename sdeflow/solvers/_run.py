@@ -91,6 +91,8 @@ class SamplingRun:
         callback: as in :meth:`sdeflow.Sampler.sample`.
         progress: as in :meth:`sdeflow.Sampler.sample`.
         return_trajectory: as in :meth:`sdeflow.Sampler.sample`.
+        x_T: the prior draw to start from (as :meth:`sdeflow.Sampler.sample` checked it), or ``None``
+            to draw one from ``generator``.
 
     Attributes:
         evaluator: the run's :class:`~sdeflow.solvers.Evaluator` (``evaluator.nfe``: evaluations so far).
@@ -100,8 +102,9 @@ class SamplingRun:
 
     def __init__(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None, *,
                  check_finite: bool = True, clip_x0: float | None = None, callback: StepCallback | None = None,
-                 progress: bool = False, return_trajectory: bool = False) -> None:
+                 progress: bool = False, return_trajectory: bool = False, x_T: Tensor | None = None) -> None:
         self.score_model, self.process = score_model, score_model.process
+        self.x_T = x_T
         self.shape, self.generator = tuple(shape), generator
         self.device, self.dtype = score_model.device, score_model.dtype
         self.evaluator = Evaluator(score_model, check_finite, clip_x0)
@@ -134,8 +137,11 @@ class SamplingRun:
         return self.shape[0]
 
     def prior(self) -> Tensor:
-        """``x_{t_max}`` from the model's prior (:meth:`~sdeflow.ScoreModel.prior_sample`), drawn from the
-        run's generator."""
+        """``x_{t_max}``: a copy of the given ``x_T``, else a draw of the model's prior
+        (:meth:`~sdeflow.ScoreModel.prior_sample`) from the run's generator (which a given ``x_T`` leaves
+        untouched for the sampler's own noise)."""
+        if self.x_T is not None:
+            return self.x_T.clone()
         return self.score_model.prior_sample(self.shape, self.generator, self.device, self.dtype)
 
     def noise(self) -> Tensor:

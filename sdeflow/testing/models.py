@@ -11,7 +11,9 @@ contract of ``docs/concepts.md``, the k-diffusion wrapper idea):
   (:func:`check_model_output`);
 * sample ``i`` of the output depends on sample ``i`` of the input and its own time only
   (:func:`check_model_batch_independence`);
-* it runs in float64 and agrees there with float32 (:func:`check_model_float64`).
+* it runs in float64 and agrees there with float32 (:func:`check_model_float64`);
+* a class-conditional network (one with an integer ``num_classes`` attribute) follows the
+  conditioning contract, ``net(x, t_cond, labels)`` (:func:`check_model_conditional`).
 
 A network whose output is identically zero at initialisation (a zero-initialised last layer,
 as in DDPM++) is perturbed first (every parameter plus ``N(0, 0.02^2)`` noise) so that the
@@ -27,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.score_model import ScoreModel
-from .common import F64, assert_close
+from .common import F64, CheckNotApplicable, assert_close
 from .reference import ReferenceOUProcess
 
 #: builds a network from keyword options
@@ -145,20 +147,89 @@ def check_model_float64(factory: ModelFactory, shape: Sequence[int]) -> None:
     assert_close(out32.double(), out64, f"{what}: float32 vs float64 output", rtol=1e-3, atol=1e-3 * scale)
 
 
+def check_model_conditional(factory: ModelFactory, shape: Sequence[int]) -> None:
+    """The conditioning contract of a class-conditional network (``num_classes = K``, an int >= 1):
+
+    * ``net(x, t_cond, labels)`` with ``int64`` labels ``(batch,)`` in ``0..K-1`` returns ``x``'s shape
+      and dtype, finite, and the output depends on the labels;
+    * the null label: ``net(x, t_cond)``, ``net(x, t_cond, None)`` and ``net(x, t_cond, -1 everywhere)``
+      are the same unconditional prediction, and a ``-1`` row equals that prediction (``sdeflow.NULL_LABEL``);
+    * sample ``i`` depends on label ``i`` only (eval mode, float64);
+    * ``ScoreModel(net, process).given(labels)`` trains: its loss back-propagates finite gradients,
+      which differ from those of the null labels (the labels reach the parameters); its guided view
+      ``given(labels, guidance=w)`` returns ``(1 + w) eps(x, c) - w eps(x, null)``.
+
+    Raises:
+        CheckNotApplicable: the network has no ``num_classes`` (an unconditional network).
+    """
+    net = _build(factory)
+    k = getattr(net, "num_classes", None)
+    if k is None:
+        raise CheckNotApplicable(f"{type(net).__name__} is not class-conditional (no num_classes attribute)")
+    assert isinstance(k, int) and not isinstance(k, bool) and k >= 1, (
+        f"{type(net).__name__}.num_classes must be a positive int (or None), got {k!r}")
+    net = _nontrivial(net, shape).to(F64).eval()
+    what = f"class-conditional model {type(net).__name__} (num_classes={k}) on input {tuple(shape)}"
+    x, t = _inputs(shape, F64)
+    n = shape[0]
+    labels = torch.arange(n) % k
+    with torch.no_grad():
+        out = net(x, t, labels)
+        null = net(x, t)
+        assert out.shape == x.shape and out.dtype == x.dtype, (
+            f"{what}: net(x, t, labels) returned {tuple(out.shape)} {out.dtype}")
+        assert torch.isfinite(out).all(), f"{what}: output contains NaN/Inf"
+        assert_close(net(x, t, None), null, f"{what}: net(x, t, None) vs net(x, t)", rtol=1e-12, atol=1e-12)
+        assert_close(net(x, t, torch.full((n,), -1)), null, f"{what}: labels -1 (no label) vs net(x, t)",
+                     rtol=1e-12, atol=1e-12)
+        other = net(x, t, (labels + 1) % k) if k > 1 else null
+        assert not torch.allclose(out, other), f"{what}: the output does not depend on the labels"
+        mixed = labels.clone()
+        mixed[0] = -1
+        got = net(x, t, mixed)
+        assert_close(got[:1], null[:1], f"{what}: a row with label -1 vs the unconditional prediction", rtol=1e-10,
+                     atol=1e-12)
+        assert_close(got[1:], out[1:], f"{what}: the other rows keep their labels", rtol=1e-10, atol=1e-12)
+        alone = net(x[1:2], t[1:2], labels[1:2])
+        assert_close(alone, out[1:2], f"{what}: sample 1 alone vs in a batch", rtol=1e-10, atol=1e-12)
+    sm = ScoreModel(net.train(), ReferenceOUProcess(), parametrization="eps")
+    grads = []
+    for view in (sm.given(labels), sm.given(torch.full((n,), -1))):
+        net.zero_grad()
+        loss = view.loss(x, generator=torch.Generator().manual_seed(2))
+        assert loss.ndim == 0 and torch.isfinite(loss), (
+            f"{what}: given(labels).loss must be a finite scalar, got {loss}")
+        loss.backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters() if p.grad is not None]))
+    assert grads[0].numel() and torch.isfinite(grads[0]).all(), f"{what}: missing or non-finite gradients"
+    assert not torch.allclose(grads[0], grads[1]), f"{what}: the labels do not reach the loss gradient"
+    net.zero_grad()
+    net.eval()
+    w = 2.5
+    tt = 0.05 + 0.9 * torch.rand(n, generator=torch.Generator().manual_seed(3), dtype=F64)
+    guided = sm.given(labels, guidance=w).eps(x, tt)
+    expected = (1 + w) * sm.given(labels).eps(x, tt) - w * sm.eps(x, tt)
+    assert_close(guided, expected, f"{what}: guided eps vs (1 + w) eps(x, c) - w eps(x, null)", rtol=1e-10, atol=1e-10)
+
+
 #: every model check by short name, in the order the pytest plugin runs them
 MODEL_CHECKS: dict[str, Callable[[ModelFactory, Sequence[int]], None]] = {
     "output_contract": check_model_output,
     "batch_independence": check_model_batch_independence,
     "float64": check_model_float64,
+    "conditional": check_model_conditional,
 }
 
 
 def check_model(factory: ModelFactory, shape: Sequence[int]) -> None:
-    """Run every check of :data:`MODEL_CHECKS`.
+    """Run every check of :data:`MODEL_CHECKS` (the conditional one only on a class-conditional network).
 
     Args:
         factory: builds the network.
         shape: input shape ``(batch, *dims)`` with ``batch >= 2``.
     """
     for check in MODEL_CHECKS.values():
-        check(factory, shape)
+        try:
+            check(factory, shape)
+        except CheckNotApplicable:
+            pass

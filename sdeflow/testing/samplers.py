@@ -144,8 +144,7 @@ def check_sampler_contract(factory: SamplerFactory, process: ForwardProcess | No
     _expect_raises(ShapeError, lambda: sampler.sample(sm, (0, 2), gen(0)), f"{label(sampler)} with shape (0, 2)")
     _expect_raises(IncompatibleError, lambda: sampler.sample(object(), (4, 2), gen(0)),  # type: ignore[arg-type]
                    f"{label(sampler)} given an object that is not a ScoreModel")
-    if "x_T" in inspect.signature(Sampler.sample).parameters:
-        _check_starts_from_x_T(sampler, sm)
+    _check_starts_from_x_T(sampler, sm)
 
 
 def _check_starts_from_x_T(sampler: Sampler, sm: RecordingScoreModel) -> None:
@@ -162,14 +161,12 @@ def _check_starts_from_x_T(sampler: Sampler, sm: RecordingScoreModel) -> None:
         if not first:
             first.append(x.clone())
 
-    start: dict[str, Any] = {"x_T": x_T}  # (sample's keyword-only x_T)
-    sampler.sample(sm, (16, 2), gen(3), callback=callback, **start)
+    sampler.sample(sm, (16, 2), gen(3), x_T=x_T, callback=callback)
     assert first and torch.equal(first[0], keep), (
         f"{what}: sample(..., x_T=x_T) must start from x_T, but the state at step 0 differs from it "
         f"(max difference {float((first[0] - keep).abs().max()) if first else float('nan'):.3g})")
     assert torch.equal(x_T, keep), f"{what}: sample(..., x_T=x_T) modified x_T in place"
-    short: dict[str, Any] = {"x_T": x_T[:8]}
-    _expect_raises(ShapeError, lambda: sampler.sample(sm, (16, 2), gen(3), **short),
+    _expect_raises(ShapeError, lambda: sampler.sample(sm, (16, 2), gen(3), x_T=x_T[:8]),
                    f"{what} given x_T of shape (8, 2) for samples of shape (16, 2)")
 
 

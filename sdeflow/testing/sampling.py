@@ -73,8 +73,6 @@ def no_denoise(sampler: Sampler) -> dict[str, Any]:
 def takes_x_T(sampler: Sampler) -> bool:
     """Whether the sampler starts from a given ``x_T`` (``sample(..., x_T=...)``, passed on to a
     ``_sample`` that takes it)."""
-    if "x_T" not in inspect.signature(sampler.sample).parameters:
-        return False
     params = inspect.signature(sampler._sample).parameters
     return "x_T" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
@@ -88,7 +86,7 @@ def sample_from(sampler: Sampler, score_model: ScoreModel, shape: Sequence[int],
     ``prior_sample`` returns ``x_T`` for this call (samplers start from ``score_model.prior_sample``).
     """
     if takes_x_T(sampler):
-        return sampler.sample(score_model, shape, generator, **{"x_T": x_T, **kwargs})
+        return sampler.sample(score_model, shape, generator, x_T=x_T, **kwargs)
     score_model.prior_sample = lambda *a, **k: x_T.clone()  # type: ignore[method-assign]
     try:
         return sampler.sample(score_model, shape, generator, **kwargs)

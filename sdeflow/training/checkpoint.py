@@ -27,15 +27,11 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..errors import SdeflowError
+from ..errors import CheckpointError
 from ..utils.atomic import atomic_write
 
 FORMAT = "sdeflow-checkpoint/1"
 _NAME = re.compile(r"^step_(\d{8,})\.json$")
-
-
-class CheckpointError(SdeflowError, ValueError):
-    """A checkpoint that is missing, truncated, corrupted or of another format."""
 
 
 @dataclass

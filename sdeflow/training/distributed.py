@@ -244,7 +244,8 @@ def shutdown_distributed() -> None:
 
 
 class LossModule(nn.Module):
-    """``forward(x0, generator) = loss_fn(score_model, x0, generator)``: the module DDP wraps.
+    """``forward(x0, generator, labels=None) = loss_fn(score_model, x0, generator)`` (``score_model.given(labels)``
+    for labelled batches of a class-conditional model): the module DDP wraps.
 
     Wrapping the whole objective (not only the network) puts every parameter the loss touches,
     a learned noise schedule included, under DDP's gradient averaging.
@@ -255,8 +256,11 @@ class LossModule(nn.Module):
         self.score_model = score_model
         self.loss_fn = loss_fn
 
-    def forward(self, x0: Tensor, generator: torch.Generator) -> Tensor:
-        return self.loss_fn(self.score_model, x0, generator)
+    def forward(self, x0: Tensor, generator: torch.Generator, labels: Tensor | None = None) -> Tensor:
+        model: Any = self.score_model
+        if labels is not None:
+            model = model.given(labels, check=False)
+        return self.loss_fn(model, x0, generator)
 
 
 def wrap_ddp(module: nn.Module, ctx: DistributedContext, find_unused_parameters: bool = False) -> nn.Module:

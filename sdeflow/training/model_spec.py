@@ -6,8 +6,12 @@ writes them, with the parametrization, the per-sample data shape and the dtype, 
 checkpoint manifest as ``model_spec``::
 
     "model_spec": {"process": {"name": "vp", "options": {"beta_max": 10.0}},
-                   "model": {"name": "mlp", "options": {"dim": 2, "hidden": 64}},
-                   "parametrization": "eps", "sample_shape": [2], "dtype": "float32"}
+                   "model": {"name": "mlp", "options": {"dim": 2, "hidden": 64, "num_classes": 9}},
+                   "parametrization": "eps", "sample_shape": [2], "dtype": "float32",
+                   "class_names": ["0", "1", ...]}
+
+A class-conditional network records its ``num_classes`` among its options (so it is rebuilt with its
+label embedding) and the class names, when the run knew them (``class_names``, else ``None``).
 
 :func:`load_score_model` reads it back, builds the same components through the plugin registry
 and loads the weights (the EMA weights by default). A third-party process or network rebuilds the
@@ -49,6 +53,8 @@ class ModelSpec:
         sample_shape: shape of one sample (``[2]`` for 2-D points, ``[c, h, w]`` for images), or
             ``None`` if unknown (no training step was taken).
         dtype: floating dtype of the weights, by name.
+        class_names: the names of the classes of a class-conditional model (``None``: unknown; the
+            classes are then named by their indices).
     """
 
     process: str
@@ -58,14 +64,19 @@ class ModelSpec:
     parametrization: str = "eps"
     sample_shape: list[int] | None = None
     dtype: str = "float32"
+    class_names: list[str] | None = None
 
     def to_manifest(self) -> dict[str, Any]:
         """The ``model_spec`` entry of a checkpoint manifest."""
-        return {"process": {"name": self.process, "options": dict(self.process_options)},
-                "model": {"name": self.model, "options": dict(self.model_options)},
-                "parametrization": self.parametrization,
-                "sample_shape": None if self.sample_shape is None else [int(s) for s in self.sample_shape],
-                "dtype": self.dtype}
+        entry: dict[str, Any] = {"process": {"name": self.process, "options": dict(self.process_options)},
+                                 "model": {"name": self.model, "options": dict(self.model_options)},
+                                 "parametrization": self.parametrization,
+                                 "sample_shape": (None if self.sample_shape is None
+                                                  else [int(s) for s in self.sample_shape]),
+                                 "dtype": self.dtype}
+        if self.class_names is not None:
+            entry["class_names"] = list(self.class_names)
+        return entry
 
     @classmethod
     def from_manifest(cls, entry: Any, where: str = "checkpoint") -> "ModelSpec":
@@ -81,7 +92,9 @@ class ModelSpec:
                        parametrization=str(entry.get("parametrization", "eps")),
                        sample_shape=(None if entry.get("sample_shape") is None
                                      else [int(s) for s in entry["sample_shape"]]),
-                       dtype=str(entry.get("dtype", "float32")))
+                       dtype=str(entry.get("dtype", "float32")),
+                       class_names=(None if entry.get("class_names") is None
+                                    else [str(c) for c in entry["class_names"]]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{where}: malformed model_spec {entry!r} ({type(exc).__name__}: {exc})") from exc
         if spec.dtype not in DTYPES:
@@ -121,8 +134,8 @@ class ModelSpec:
         return asdict(self)
 
 
-def describe_score_model(model: ScoreModel, sample_shape: tuple[int, ...] | list[int] | None = None
-                         ) -> dict[str, Any] | None:
+def describe_score_model(model: ScoreModel, sample_shape: tuple[int, ...] | list[int] | None = None,
+                         class_names: list[str] | None = None) -> dict[str, Any] | None:
     """The ``model_spec`` manifest entry of ``model``, or ``None`` if its process or network was
     not built by name (or its options are not JSON-serialisable)."""
     p, n = component_spec(model.process), component_spec(model.network)
@@ -130,7 +143,8 @@ def describe_score_model(model: ScoreModel, sample_shape: tuple[int, ...] | list
         return None
     spec = ModelSpec(process=p["name"], model=n["name"], process_options=p["options"], model_options=n["options"],
                      parametrization=model.parametrization,
-                     sample_shape=None if sample_shape is None else list(sample_shape), dtype=dtype_name(model.dtype))
+                     sample_shape=None if sample_shape is None else list(sample_shape), dtype=dtype_name(model.dtype),
+                     class_names=None if class_names is None else list(class_names))
     entry = spec.to_manifest()
     try:
         json.dumps(entry)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..core.conditioning import drop_labels
 from ..core.score_model import ScoreModel
 from ..errors import NonFiniteError, OptionError
 from ..utils.sharding import ShardedGenerator
@@ -61,6 +62,10 @@ class TrainConfig:
         precision: ``"auto"`` (bf16 autocast on CUDA when supported, else full precision),
             ``"off"``, ``"bf16"`` or ``"fp16"`` (CUDA only, with gradient scaling).
         progress: show a progress bar with the running loss.
+        p_uncond: label dropout of a class-conditional model: each label is replaced by the null
+            label with this probability, so that one network also learns the unconditional
+            prediction that classifier-free guidance needs (Ho & Salimans 2022, Algorithm 1; they
+            use 0.1 or 0.2). Unconditional models ignore it.
     """
 
     steps: int = 1000
@@ -82,6 +87,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     precision: str = "auto"
     progress: bool = False
+    p_uncond: float = 0.1
 
     def validate(self) -> None:
         """Raise :class:`OptionError` for values out of range."""
@@ -97,6 +103,8 @@ class TrainConfig:
                 raise OptionError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise OptionError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.p_uncond <= 1.0:
+            raise OptionError(f"p_uncond must lie in [0, 1], got {self.p_uncond}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise OptionError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
         if not self.lr > 0:
@@ -125,10 +133,16 @@ class Trainer:
     NaN/Inf loss is detected at that point, before any checkpoint is written, and raises
     :class:`NonFiniteError` naming the first bad step. The last good checkpoint stays.
 
+    A class-conditional model (its network has ``num_classes``, e.g.
+    ``create_model("mlp", dim=2, num_classes=9)``) trains on labelled data: each step's loss is that of
+    ``score_model.given(labels)``, with the labels dropped to the null label with probability
+    ``config.p_uncond`` (classifier-free guidance, Ho & Salimans 2022, Algorithm 1).
+
     Args:
         score_model: the model (its ``parameters()`` include a learned schedule, if any).
         data: a tensor ``(N, *dims)``, an iterable of tensors, or an object with
-            ``sample(n, generator)`` (see :class:`BatchSource`).
+            ``sample(n, generator)`` (see :class:`BatchSource`); for a class-conditional model,
+            labelled data: ``(x, y)``, a distribution with ``sample_labelled``, or ``(x, y)`` batches.
         config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields.
         out_dir: checkpoint folder (``None``: no checkpoints).
         loss_fn: ``loss_fn(score_model, x0, generator) -> scalar`` (default:
@@ -146,13 +160,15 @@ class Trainer:
             more than one rank; ``False``: train in this process alone.
         find_unused_parameters: passed to DistributedDataParallel (for objectives that leave
             some parameters without a gradient in a step).
+        class_names: names of the classes of a class-conditional model, recorded in the
+            checkpoints' ``model_spec`` (``sdeflow sample --class NAME``).
     """
 
     def __init__(self, score_model: ScoreModel, data: Any, config: TrainConfig | None = None,
                  out_dir: str | Path | None = None, loss_fn: LossFn | None = None,
                  callbacks: Sequence[Callback] = (), metadata: dict[str, Any] | None = None,
                  distributed: DistributedContext | bool | None = None, find_unused_parameters: bool = False,
-                 **overrides: Any) -> None:
+                 class_names: Sequence[str] | None = None, **overrides: Any) -> None:
         cfg = config or TrainConfig()
         unknown = set(overrides) - set(asdict(cfg))
         if unknown:
@@ -165,21 +181,29 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.device = score_model.device
         self.metadata = dict(metadata or {})
+        params = [p for p in score_model.parameters() if p.requires_grad]
+        if not params:
+            raise OptionError("the score model has no trainable parameters")
+        #: whether the model is class-conditional (trained on labelled data with label dropout)
+        self.conditional = score_model.num_classes is not None
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        if self.class_names is not None and (not self.conditional or len(self.class_names) != score_model.num_classes):
+            raise OptionError(f"class_names must name the {score_model.num_classes} classes of a class-conditional "
+                              "model, "
+                              f"got {len(self.class_names)} names")
         #: the data-parallel context (``None``: this process alone)
         self.dist: DistributedContext | None = resolve_context(distributed)
         world = self.dist.world_size if self.dist is not None else 1
         rank = self.dist.rank if self.dist is not None else 0
         self.data = BatchSource(data, cfg.batch_size, seed=cfg.seed, device=self.device,
-                                dtype=score_model.dtype, shard=(rank, world) if world > 1 else None)
+                                dtype=score_model.dtype, shard=(rank, world) if world > 1 else None,
+                                labelled=self.conditional)
         gen_device = self.device if self.device.type == "cuda" else "cpu"
         gen_cls = ShardedGenerator if self.dist is not None else torch.Generator
         self.noise_generator = gen_cls(device=gen_device).manual_seed(cfg.seed + 1)
         self._ddp = (wrap_ddp(LossModule(score_model, self.loss_fn), self.dist, find_unused_parameters)
                      if self.dist is not None else None)
         self._sample_shape: tuple[int, ...] | None = None
-        params = [p for p in score_model.parameters() if p.requires_grad]
-        if not params:
-            raise OptionError("the score model has no trainable parameters")
         self.optimizer = self._make_optimizer(params)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.ema = EMA(score_model, cfg.ema_decay) if cfg.ema_decay is not None else None
@@ -231,17 +255,21 @@ class Trainer:
         """True in a one-process run and on rank 0 of a distributed one."""
         return self.dist is None or self.dist.is_main
 
-    def train_step(self, x0: Tensor) -> Tensor:
-        """One optimiser step on batch ``x0``; returns the (device) loss without synchronising.
+    def train_step(self, x0: Tensor, labels: Tensor | None = None) -> Tensor:
+        """One optimiser step on batch ``x0`` (with its ``labels`` for a class-conditional model); returns
+        the (device) loss without synchronising.
 
         When distributed, ``x0`` is this rank's part of the step's batch and the ranks' parts are
         weighted equally; :meth:`fit` instead draws global batches and weights each rank's rows
         by their share, so that the step equals one process's step on the whole batch.
         """
         world = self.dist.world_size if self.dist is not None else 1
-        return self._step(x0, 1.0 / world, None)
+        if self.conditional and labels is None:
+            raise OptionError("this model is class-conditional: train_step(x0, labels)")
+        return self._step(x0, 1.0 / world, None, labels)
 
-    def _step(self, x0: Tensor, weight: float, rows: tuple[int, int, int] | None) -> Tensor:
+    def _step(self, x0: Tensor, weight: float, rows: tuple[int, int, int] | None,
+              labels: Tensor | None = None) -> Tensor:
         """One optimiser step; ``weight`` is this rank's share of the global batch mean, ``rows``
         its ``(start, stop, total)`` in the global batch (distributed only)."""
         if not self.model.training:
@@ -251,9 +279,9 @@ class Trainer:
         gen = self.noise_generator
         if self._ddp is not None and rows is not None:
             with gen.rows(*rows):  # type: ignore[attr-defined]
-                loss = self._forward(x0)
+                loss = self._forward(x0, labels)
         else:
-            loss = self._forward(x0)
+            loss = self._forward(x0, labels)
         if self.dist is not None:
             # DDP averages gradients over ranks: scale so the average is the global batch mean's;
             # the returned value, summed over ranks at the next log step, is the global mean loss
@@ -279,19 +307,27 @@ class Trainer:
         self.step += 1
         return loss.detach()
 
-    def _forward(self, x0: Tensor) -> Tensor:
-        call = self._ddp if self._ddp is not None else (lambda x, g: self.loss_fn(self.model, x, g))
+    def _forward(self, x0: Tensor, labels: Tensor | None = None) -> Tensor:
+        gen = self.noise_generator
+        if labels is not None:  # label dropout first, from the noise generator (resumable, per-row under DDP)
+            labels = drop_labels(labels.to(self.device), self.config.p_uncond, gen)
+
+        def call(x: Tensor) -> Tensor:
+            if self._ddp is not None:
+                return self._ddp(x, gen, labels)
+            return self.loss_fn(self.model if labels is None else self.model.given(labels, check=False), x, gen)
+
         if self.autocast_dtype is not None:
             with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
-                return call(x0, self.noise_generator)
-        return call(x0, self.noise_generator)
+                return call(x0)
+        return call(x0)
 
     def _next_step(self) -> Tensor:
         """Draw the next batch (this rank's rows when distributed) and take one step on it."""
-        if self.dist is None:
-            return self._step(self.data.next(), 1.0, None)
         shard = self.data.next_shard()
-        return self._step(shard.x, shard.weight, (shard.start, shard.stop, shard.total))
+        if self.dist is None:
+            return self._step(shard.x, 1.0, None, shard.y)
+        return self._step(shard.x, shard.weight, (shard.start, shard.stop, shard.total), shard.y)
 
     def fit(self, steps: int | None = None) -> TrainResult:
         """Train until ``steps`` (default ``config.steps``) optimiser steps are done in total.
@@ -403,7 +439,7 @@ class Trainer:
             "metadata": self.metadata,
             "world_size": self.dist.world_size if self.dist is not None else 1,
         }
-        spec = describe_score_model(self.model, self._sample_shape)
+        spec = describe_score_model(self.model, self._sample_shape, self.class_names)
         if spec is not None:
             manifest["model_spec"] = spec
         return tensors, manifest

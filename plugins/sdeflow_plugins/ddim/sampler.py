@@ -48,6 +48,8 @@ class DDIMSampler(GridSampler):
             ``"logSNR"``, ``"logSNR_edm"``, ``"edm"``, ``"chain"`` (the process's own discrete times:
             DDPM's timesteps), or noise levels ``sigma_t / alpha_t`` (``steps`` is then their number less one).
         clip_x0: clamp ``x0_theta`` to ``[-clip_x0, clip_x0]`` (``eps`` is recomputed from it).
+        denoise: finish with the posterior mean ``x0_theta(x_{t_end})`` (one more evaluation; diffusers'
+            DDIM with ``set_alpha_to_one`` and DPM-Solver++ with ``final_sigmas_type="zero"`` end this way).
         t_end: final time (default ``t_min``).
         check_finite: raise on NaN/Inf, naming the step.
     """
@@ -57,7 +59,8 @@ class DDIMSampler(GridSampler):
     order = 1.0
 
     def __init__(self, steps: int = 50, eta: float = 0.0, schedule: str | Sequence[float] = "time_uniform",
-                 clip_x0: float | None = None, t_end: float | None = None, check_finite: bool = True) -> None:
+                 clip_x0: float | None = None, denoise: bool = False, t_end: float | None = None,
+                 check_finite: bool = True) -> None:
         check_positive_int("steps", steps)
         if isinstance(eta, bool) or not 0.0 <= float(eta) <= 1.0:
             raise OptionError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: ancestral), got {eta!r}")
@@ -65,7 +68,7 @@ class DDIMSampler(GridSampler):
         steps = schedule_steps(schedule, steps, 50)
         check_clip_x0(clip_x0)
         self.steps, self.eta, self.schedule, self.clip_x0 = int(steps), float(eta), schedule, clip_x0
-        self.t_end, self.check_finite = t_end, bool(check_finite)
+        self.denoise, self.t_end, self.check_finite = bool(denoise), t_end, bool(check_finite)
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]

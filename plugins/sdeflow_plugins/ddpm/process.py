@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
 from sdeflow import ForwardProcess, append_dims, rand
 
 from .schedules import make_betas
-from .spline import clamped_spline_moments, spline_coefficients, spline_value, spline_value_and_slope
+from .spline import (
+    clamped_spline_moments,
+    max_slope,
+    monotone_coefficients,
+    spline_coefficients,
+    spline_value,
+    spline_value_and_slope,
+)
+
+#: Ho et al. 2020's number of steps
+DEFAULT_STEPS = 1000
 
 
 class DDPMProcess(ForwardProcess):
@@ -22,21 +34,38 @@ class DDPMProcess(ForwardProcess):
     ``beta(t) = N beta_{tN+1}`` of Song et al. 2021 (App. B) made exact at the grid, and it is
     continuous (a piecewise-constant ``beta`` has 1000 jumps, which adaptive ODE solvers crawl through). The generic
     ``sde``/``ode`` samplers therefore run on a DDPM model, and the ``ancestral`` sampler
-    reproduces Ho et al.'s Algorithm 2.
+    reproduces Ho et al.'s Algorithm 2. Where that spline would overshoot (``beta(t) <= 0``
+    somewhere: a zero-terminal-SNR linear schedule, whose ``log abar`` plunges in the last step),
+    the monotone piecewise-cubic Hermite interpolant through the same values takes its place
+    (:func:`~sdeflow_plugins.ddpm.spline.monotone_coefficients`; C^1, so ``beta(t)`` stays continuous
+    and positive; :attr:`interpolation` says which).
 
     Args:
-        num_steps: ``N``.
-        beta_start: the linear schedule's first beta (Ho et al. 2020: 1e-4).
-        beta_end: the linear schedule's last beta (Ho et al. 2020: 0.02).
-        schedule: ``"linear"`` or ``"cosine"`` (Nichol & Dhariwal 2021).
+        num_steps: ``N`` (with ``betas``: left at its default or equal to their number).
+        beta_start: the first beta of the linear, scaled-linear and sigmoid schedules (Ho et al.
+            2020: 1e-4).
+        beta_end: their last beta (Ho et al. 2020: 0.02).
+        schedule: ``"linear"`` (Ho et al. 2020), ``"cosine"`` (Nichol & Dhariwal 2021, Eq. 17),
+            ``"scaled_linear"`` (linear in ``sqrt(beta)``, Rombach et al. 2022) or ``"sigmoid"``
+            (Xu et al. 2022); diffusers calls the cosine one ``squaredcos_cap_v2``.
         cosine_s: the cosine schedule's offset.
+        betas: the chain's betas themselves (``N`` values in ``(0, 1)``, e.g. a checkpoint's
+            ``trained_betas``), instead of a named schedule.
+        zero_terminal_snr: rescale the schedule so that the chain ends at (almost) zero signal
+            (Lin et al. 2024, Algorithm 1; ``abar_N = 2^-24`` instead of 0, see
+            :func:`~sdeflow_plugins.ddpm.schedules.rescale_zero_terminal_snr`).
     """
 
-    def __init__(self, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
-                 schedule: str = "linear", cosine_s: float = 0.008) -> None:
+    def __init__(self, num_steps: int = DEFAULT_STEPS, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 schedule: str = "linear", cosine_s: float = 0.008, betas: Sequence[float] | Tensor | None = None,
+                 zero_terminal_snr: bool = False) -> None:
         super().__init__()
-        betas = make_betas(schedule, num_steps, beta_start, beta_end, cosine_s)
-        self.num_steps, self.schedule = int(num_steps), schedule
+        given = betas is not None
+        betas = make_betas(schedule, None if given and num_steps == DEFAULT_STEPS else num_steps, beta_start,
+                           beta_end, cosine_s, betas, bool(zero_terminal_snr))
+        num_steps = betas.numel()
+        self.zero_terminal_snr = bool(zero_terminal_snr)
+        self.num_steps, self.schedule = int(num_steps), "given" if given else schedule
         self.beta_start, self.beta_end = float(beta_start), float(beta_end)
         log_abar = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.log1p(-betas), 0)])
         rates = -self.num_steps * torch.log1p(-betas)  # per-step rates, the slopes at the ends
@@ -46,6 +75,12 @@ class DDPMProcess(ForwardProcess):
         # polynomial pieces of the spline, float64 whatever dtype the module is cast to (a plain
         # attribute, copied to other devices on demand)
         self._coef = spline_coefficients(log_abar, spline_m)
+        #: ``"spline"`` (C^2) or ``"monotone"``: the C^1 monotone Hermite cubic that replaces a spline
+        #: which overshoots (``beta(t) <= 0`` somewhere; a zero-terminal-SNR linear schedule's last steps)
+        self.interpolation = "spline"
+        if not max_slope(self._coef) < 0:
+            self._coef = monotone_coefficients(log_abar, -float(rates[0]), -float(rates[-1]))
+            self.interpolation = "monotone"
         self._coef_by_device: dict[torch.device, Tensor] = {}
         self.t_min = 1.0 / self.num_steps
 
@@ -101,5 +136,7 @@ class DDPMProcess(ForwardProcess):
         return (i / self.num_steps).to(dtype)
 
     def extra_repr(self) -> str:
-        return (f"num_steps={self.num_steps}, schedule={self.schedule!r}, beta_start={self.beta_start:g}, "
-                f"beta_end={self.beta_end:g}, " + super().extra_repr())
+        zero = ", zero_terminal_snr=True" if self.zero_terminal_snr else ""
+        ends = ("" if self.schedule in ("given", "cosine")
+                else f", beta_start={self.beta_start:g}, beta_end={self.beta_end:g}")
+        return f"num_steps={self.num_steps}, schedule={self.schedule!r}{ends}{zero}, " + super().extra_repr()

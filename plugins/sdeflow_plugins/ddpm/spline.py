@@ -64,3 +64,37 @@ def spline_value_and_slope(t: Tensor, coef: Tensor) -> tuple[Tensor, Tensor]:
     val = c[:, 0] + u * (c[:, 1] + u * (c[:, 2] + u * c[:, 3]))
     slope = c[:, 1] + u * (2.0 * c[:, 2] + 3.0 * u * c[:, 3])
     return val.to(t.dtype).reshape(t.shape), slope.to(t.dtype).reshape(t.shape)
+
+
+def max_slope(coef: Tensor) -> float:
+    """The largest slope ``S'(t)`` of the piecewise cubic ``coef`` on ``[0, 1]`` (exact: per interval
+    the slope ``c1 + 2 c2 u + 3 c3 u^2`` is a quadratic, maximal at an end or at its vertex)."""
+    n = coef.shape[0]
+    h = 1.0 / n
+    c1, c2, c3 = coef[:, 1], coef[:, 2], coef[:, 3]
+    ends = torch.maximum(c1, c1 + 2.0 * c2 * h + 3.0 * c3 * h * h)
+    safe = torch.where(c3 == 0, torch.ones_like(c3), c3)
+    u = torch.where(c3 == 0, torch.zeros_like(c3), -c2 / (3.0 * safe))
+    inside = (u > 0) & (u < h)
+    vertex = c1 + 2.0 * c2 * u + 3.0 * c3 * u * u
+    return float(torch.where(inside, torch.maximum(ends, vertex), ends).max())
+
+
+def monotone_coefficients(y: Tensor, d0: float, d1: float) -> Tensor:
+    """Coefficients (as :func:`spline_coefficients`) of the monotone piecewise-cubic Hermite
+    interpolant through the strictly decreasing ``y_0..y_N`` on ``t_i = i/N`` (Fritsch & Butland
+    1984: knot slopes the harmonic means of the neighbouring secants, which keeps every piece
+    monotone; end slopes ``d0``, ``d1``, which must lie between 0 and three times the end secants).
+    It is C^1 (continuous slope), where the clamped spline is C^2 but may overshoot."""
+    y = y.to(torch.float64)
+    n = y.numel() - 1
+    h = 1.0 / n
+    sec = (y[1:] - y[:-1]) / h
+    m = torch.empty(n + 1, dtype=torch.float64)
+    m[0], m[n] = d0, d1
+    a, b = sec[:-1], sec[1:]
+    m[1:n] = 2.0 * a * b / (a + b)
+    mi, mj = m[:-1], m[1:]
+    c2 = (3.0 * sec - 2.0 * mi - mj) / h
+    c3 = (mi + mj - 2.0 * sec) / (h * h)
+    return torch.stack([y[:-1], mi, c2, c3], dim=1)

@@ -42,6 +42,8 @@ class DPMSolverSampler(MultistepSampler):
             then their number less one).
         lower_order_final: lower orders on the last steps.
         clip_x0: clamp every data prediction to ``[-clip_x0, clip_x0]``.
+        denoise: finish with the posterior mean ``x0_theta(x_{t_end})`` (one more evaluation; diffusers'
+            DDIM with ``set_alpha_to_one`` and DPM-Solver++ with ``final_sigmas_type="zero"`` end this way).
         t_end: final time (default ``t_min``).
         check_finite: raise on NaN/Inf, naming the step.
     """
@@ -50,12 +52,12 @@ class DPMSolverSampler(MultistepSampler):
 
     def __init__(self, steps: int = 20, order: int = 2, schedule: str | Sequence[float] = "logSNR_edm",
                  lower_order_final: bool = True, order3_rule: str = "taylor", clip_x0: float | None = None,
-                 t_end: float | None = None, check_finite: bool = True) -> None:
+                 denoise: bool = False, t_end: float | None = None, check_finite: bool = True) -> None:
         self.set_options(steps, order, schedule, lower_order_final, clip_x0, t_end, check_finite,
                          "DDIM, DPM-Solver++ 2M, 3M", f"DPM-Solver++ {order}M", default_steps=20)
         if order3_rule not in ORDER3_RULES:
             raise OptionError(f"order3_rule must be one of {', '.join(ORDER3_RULES)}, got {order3_rule!r}")
-        self.order3_rule = order3_rule
+        self.order3_rule, self.denoise = order3_rule, bool(denoise)
 
     def capabilities(self) -> dict[str, Any]:
         """As :meth:`sdeflow.Sampler.capabilities`, with the order of accuracy: the option ``order``,

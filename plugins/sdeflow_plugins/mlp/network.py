@@ -6,7 +6,7 @@ from __future__ import annotations
 from einops import rearrange
 from torch import Tensor, nn
 
-from sdeflow import sinusoidal_embedding
+from sdeflow import LabelEmbedding, sinusoidal_embedding
 from sdeflow.errors import OptionError, ShapeError
 
 _ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
@@ -14,7 +14,9 @@ _ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Ta
 
 class TimeMLP(nn.Module):
     """``net(x, t_cond)``: residual MLP on flattened ``x`` with a sinusoidal time embedding added to
-    every hidden layer.
+    every hidden layer; with ``num_classes``, ``net(x, t_cond, labels)``: a learned label embedding
+    (plus a null label, ``-1`` or ``labels=None``) is added to the time embedding (classifier-free
+    guidance, Ho & Salimans 2022).
 
     Args:
         dim: number of values per sample (``x`` may be ``(batch, dim)`` or ``(batch, *dims)``
@@ -24,10 +26,11 @@ class TimeMLP(nn.Module):
         embed_dim: size of the time embedding (even).
         time_scale: ``t_cond`` is multiplied by this before the embedding.
         activation: ``"silu"``, ``"gelu"``, ``"relu"`` or ``"tanh"``.
+        num_classes: number of classes of a class-conditional network (``None``: unconditional).
     """
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, embed_dim: int = 64,
-                 time_scale: float = 1000.0, activation: str = "silu") -> None:
+                 time_scale: float = 1000.0, activation: str = "silu", num_classes: int | None = None) -> None:
         super().__init__()
         if int(dim) != dim or dim < 1:
             raise OptionError(f"dim must be a positive integer, got {dim!r}")
@@ -45,9 +48,13 @@ class TimeMLP(nn.Module):
         self.time_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
         self.act = act()
         self.out = nn.Linear(hidden, self.dim)
+        self.label_embed = LabelEmbedding(num_classes, hidden) if num_classes is not None else None
+        #: number of classes (``None``: unconditional)
+        self.num_classes = self.label_embed.num_classes if self.label_embed is not None else None
 
-    def forward(self, x: Tensor, t_cond: Tensor) -> Tensor:
-        """Predict a tensor shaped like ``x`` from ``x`` and ``t_cond`` (shape ``(batch,)``)."""
+    def forward(self, x: Tensor, t_cond: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Predict a tensor shaped like ``x`` from ``x``, ``t_cond`` (shape ``(batch,)``) and, for a
+        class-conditional network, ``labels`` (``(batch,)`` integers; ``-1`` or ``None``: no label)."""
         if x[0].numel() != self.dim:
             raise ShapeError(f"mlp built for dim={self.dim} got input of shape {tuple(x.shape)}")
         flat = rearrange(x, "b ... -> b (...)")
@@ -55,6 +62,10 @@ class TimeMLP(nn.Module):
         if t_cond.numel() == 1:
             t_cond = t_cond.expand(flat.shape[0])
         emb = self.time_embed(sinusoidal_embedding(t_cond, self.embed_dim, self.time_scale))
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(labels, flat.shape[0]).to(emb.dtype)
+        elif labels is not None:
+            raise OptionError("this mlp takes no labels: build it with num_classes=K to condition on classes")
         h = self.inp(flat)
         for layer, proj in zip(self.layers, self.time_proj):
             h = h + layer(self.act(h + proj(emb)))

@@ -77,12 +77,13 @@ class ODESampler(Sampler):
         return float(ODE_ORDER[self.method])
 
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
+                callback, progress: bool, return_trajectory: bool,  # type: ignore[no-untyped-def]
+                x_T: torch.Tensor | None = None) -> SampleResult:
         steps = check_ode_options(self.method, self.steps, None, None)[0]  # None for an adaptive method
         where = f"sampler 'ode' (method={self.method!r}" + (f", steps={steps})" if steps is not None else ")")
         count = 0  # the solver's steps, accepted steps for an adaptive method
         with SamplingRun(score_model, shape, generator, check_finite=self.check_finite, callback=callback,
-                         progress=progress, return_trajectory=return_trajectory) as run:
+                         progress=progress, return_trajectory=return_trajectory, x_T=x_T) as run:
             t_start, t_end = resolve_interval(run.process, self.t_end)
             t_stop = stop_time(score_model, t_end)
             field = FlowField(run.process.probability_flow(run.score), run.process, run.batch,

@@ -84,9 +84,10 @@ class SDESampler(Sampler):
         return SDE_STRONG_ORDER[self.method]
 
     def _sample(self, score_model: ScoreModel, shape: tuple[int, ...], generator: torch.Generator | None,
-                callback, progress: bool, return_trajectory: bool) -> SampleResult:  # type: ignore[no-untyped-def]
+                callback, progress: bool, return_trajectory: bool,  # type: ignore[no-untyped-def]
+                x_T: torch.Tensor | None = None) -> SampleResult:
         with SamplingRun(score_model, shape, generator, check_finite=self.check_finite, callback=callback,
-                         progress=progress, return_trajectory=return_trajectory) as run:
+                         progress=progress, return_trajectory=return_trajectory, x_T=x_T) as run:
             t_start, t_end = resolve_interval(run.process, self.t_end)
             t_stop = stop_time(score_model, t_end)
             n = resolve_steps(self.steps, self.dt, t_start - t_stop, default=1000)

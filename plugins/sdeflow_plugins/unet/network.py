@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdeflow import sinusoidal_embedding
+from sdeflow import LabelEmbedding, sinusoidal_embedding
 from sdeflow.errors import OptionError, ShapeError
 
 from .blocks import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, zero_
@@ -75,9 +75,14 @@ class UNet(nn.Module):
             scale of DDPM's integer steps, so the fastest frequencies resolve ``1/1000`` of the
             range and the slowest vary smoothly over it).
         emb_channels: width of the embedding MLP (default ``4 * base_channels``).
+        num_classes: number of classes of a class-conditional UNet (``None``: unconditional): a learned
+            label embedding (plus a null label for classifier-free guidance, Ho & Salimans 2022) is
+            added to the time embedding (Dhariwal & Nichol 2021's class-conditional UNet), and the
+            network is called as ``net(x, t_cond, labels)``.
 
     Shapes: ``x`` is ``(batch, in_channels, image_size, image_size)``; ``t_cond`` is ``(batch,)``
-    (a scalar or one-element tensor is broadcast). Returns a tensor shaped like ``x``.
+    (a scalar or one-element tensor is broadcast); ``labels`` is ``(batch,)`` integers (``-1`` or
+    ``None``: no label). Returns a tensor shaped like ``x``.
     """
 
     def __init__(self, in_channels: int, image_size: int, base_channels: int = 32,
@@ -85,7 +90,7 @@ class UNet(nn.Module):
                  attention_resolutions: Sequence[int] | None = None, mid_attention: bool = True,
                  num_heads: int = 1, head_channels: int | None = None, dropout: float = 0.0,
                  norm_groups: int = 8, scale_shift: bool = True, cond_range: Sequence[float] = (0.0, 1.0),
-                 time_scale: float = 1000.0, emb_channels: int | None = None) -> None:
+                 time_scale: float = 1000.0, emb_channels: int | None = None, num_classes: int | None = None) -> None:
         super().__init__()
         self.in_channels = positive_int("in_channels", in_channels)
         self.image_size = positive_int("image_size", image_size)
@@ -106,6 +111,9 @@ class UNet(nn.Module):
         emb_ch = 4 * base if emb_channels is None else positive_int("emb_channels", emb_channels)
 
         self.time_mlp = nn.Sequential(nn.Linear(self.embed_dim, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
+        self.label_embed = LabelEmbedding(num_classes, emb_ch) if num_classes is not None else None
+        #: number of classes (``None``: unconditional)
+        self.num_classes = self.label_embed.num_classes if self.label_embed is not None else None
         self.conv_in = nn.Conv2d(self.in_channels, base, 3, padding=1)
 
         def level(c_in: int, c_out: int, res: int) -> _Level:
@@ -161,9 +169,9 @@ class UNet(nn.Module):
         assert isinstance(first, nn.Linear)
         return self.time_mlp(sin.to(first.weight.dtype))
 
-    def forward(self, x: Tensor, t_cond: Tensor) -> Tensor:
-        """Predict a tensor shaped like ``x`` (``(batch, in_channels, s, s)``) at the conditioning ``t_cond``
-        (``(batch,)``)."""
+    def forward(self, x: Tensor, t_cond: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Predict a tensor shaped like ``x`` (``(batch, in_channels, s, s)``) at conditioning ``t_cond`` (``(batch,)``)
+        and, for a class-conditional UNet, class ``labels`` (``(batch,)``; ``-1`` or ``None``: no label)."""
         c, s = self.in_channels, self.image_size
         if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (c, s, s):
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -172,6 +180,10 @@ class UNet(nn.Module):
         if not isinstance(t_cond, Tensor):
             t_cond = torch.as_tensor(t_cond, device=x.device)
         emb = self.embed(t_cond, x.shape[0], x.dtype)
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(labels, x.shape[0]).to(emb.dtype)
+        elif labels is not None:
+            raise OptionError("this unet takes no labels: build it with num_classes=K to condition on classes")
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:

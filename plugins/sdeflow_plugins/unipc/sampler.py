@@ -48,6 +48,8 @@ class UniPCSampler(MultistepSampler):
             :func:`sdeflow.calibrate_schedule`), as for ``dpm_solver``.
         lower_order_final: lower orders on the last steps (as ``dpm_solver``).
         clip_x0: clamp every data prediction to ``[-clip_x0, clip_x0]``.
+        denoise: finish with the posterior mean ``x0_theta(x_{t_end})`` (one more evaluation; diffusers'
+            DDIM with ``set_alpha_to_one`` and DPM-Solver++ with ``final_sigmas_type="zero"`` end this way).
         t_end: final time (default ``t_min``).
         check_finite: raise on NaN/Inf, naming the step.
     """
@@ -56,12 +58,13 @@ class UniPCSampler(MultistepSampler):
 
     def __init__(self, steps: int = 10, order: int = 2, variant: str = "bh2", corrector: bool = True,
                  schedule: str | Sequence[float] = "logSNR_edm", lower_order_final: bool = True,
-                 clip_x0: float | None = None, t_end: float | None = None, check_finite: bool = True) -> None:
+                 clip_x0: float | None = None, denoise: bool = False, t_end: float | None = None,
+                 check_finite: bool = True) -> None:
         self.set_options(steps, order, schedule, lower_order_final, clip_x0, t_end, check_finite,
                          "UniPC-1, UniPC-2, UniPC-3: the predictor's order", f"UniPC-{order}", default_steps=10)
         if variant not in VARIANTS:
             raise OptionError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-        self.variant, self.corrector = variant, bool(corrector)
+        self.variant, self.corrector, self.denoise = variant, bool(corrector), bool(denoise)
 
     def capabilities(self) -> dict[str, Any]:
         """As :meth:`sdeflow.Sampler.capabilities`, with the order of accuracy: ``p + 1`` with the

@@ -173,10 +173,12 @@ class DequantizedImages:
         bins: number of levels (17 for the digits, 256 for 8-bit images).
         data_range: ``(lo, hi)``.
         dtype: floating dtype of the batches.
+        labels: class labels of the images (``(N,)`` integers), served by :meth:`sample_labelled`
+            (class-conditional training).
     """
 
     def __init__(self, levels: Tensor, bins: int, data_range: tuple[float, float] = (-1.0, 1.0),
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, labels: Tensor | None = None) -> None:
         if levels.ndim < 2 or levels.shape[0] < 1:
             raise OptionError(f"levels must have shape (N, ...) with N >= 1, got {tuple(levels.shape)}")
         if levels.is_floating_point() and bool((levels != levels.round()).any()):
@@ -185,6 +187,13 @@ class DequantizedImages:
             raise OptionError(f"levels must lie in 0..{bins - 1} (bins={bins}), got values in "
                               f"[{int(levels.min())}, {int(levels.max())}]")
         self.levels, self.bins, self.data_range, self.dtype = levels, int(bins), data_range, dtype
+        if labels is not None:
+            labels = torch.as_tensor(labels).reshape(-1)
+            if labels.shape[0] != levels.shape[0] or labels.is_floating_point():
+                raise OptionError(f"labels must be {levels.shape[0]} integers (one per image), got "
+                                  f"{tuple(labels.shape)} {labels.dtype}")
+            labels = labels.to(torch.int64)
+        self.labels = labels
 
     def __len__(self) -> int:
         return int(self.levels.shape[0])
@@ -193,3 +202,15 @@ class DequantizedImages:
         """``n`` dequantized images (indices uniform with replacement), shape ``(n, C, H, W)``."""
         idx = torch.randint(0, len(self), (int(n),), generator=generator)
         return dequantize(self.levels[idx], self.bins, self.data_range, generator=generator, dtype=self.dtype)
+
+    def sample_labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The images :meth:`sample` draws from the same generator state, and their labels.
+
+        Raises:
+            OptionError: the images were given without labels.
+        """
+        if self.labels is None:
+            raise OptionError("these images have no labels (pass labels=... to DequantizedImages)")
+        idx = torch.randint(0, len(self), (int(n),), generator=generator)
+        x = dequantize(self.levels[idx], self.bins, self.data_range, generator=generator, dtype=self.dtype)
+        return x, self.labels[idx]

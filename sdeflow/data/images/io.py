@@ -74,6 +74,58 @@ def load_image_folder(folder: str | Path, channels: int | None = None, size: int
     files = sorted(p for p in root.glob(pattern) if p.is_file())
     if not files:
         raise OptionError(f"no files matching {pattern!r} in {root}")
+    return _load_files(files, root, channels, size, dtype)
+
+
+def load_labelled_image_folder(folder: str | Path, channels: int | None = None, size: int | None = None,
+                               pattern: str = "*.png", dtype: torch.dtype = torch.float32
+                               ) -> tuple[Tensor, Tensor, list[str]]:
+    """A folder with one sub-folder of PNGs per class (``folder/<class name>/*.png``, the layout of
+    torchvision's ``ImageFolder``) as images, labels and class names.
+
+    The classes are the sub-folders holding at least one matching file, sorted by name; class ``k``
+    is the ``k``-th name. Options as :func:`load_image_folder` (one channel decision for all images).
+
+    Returns:
+        ``(images (N, C, H, W) in [-1, 1], labels int64 (N,), class names)``.
+
+    Raises:
+        OptionError: a missing folder, no sub-folder with matching files (the message says what was
+            found), an unreadable file.
+        ShapeError: as :func:`load_image_folder`.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise OptionError(f"image folder {root} does not exist or is not a folder")
+    groups = [(d.name, sorted(p for p in d.glob(pattern) if p.is_file())) for d in sorted(root.iterdir()) if d.is_dir()]
+    groups = [(name, files) for name, files in groups if files]
+    if not groups:
+        loose = len([p for p in root.glob(pattern) if p.is_file()])
+        raise OptionError(f"labelled images need one sub-folder per class ({root}/<class>/{pattern}); {root} has no "
+                          f"sub-folder with files matching {pattern!r}" + (f" ({loose} files lie in the folder itself)"
+                                                                           if loose else ""))
+    files = [f for _, fs in groups for f in fs]
+    labels = torch.tensor([k for k, (_, fs) in enumerate(groups) for _ in fs], dtype=torch.int64)
+    return _load_files(files, root, channels, size, dtype), labels, [name for name, _ in groups]
+
+
+def load_image(path: str | Path, channels: int | None = None, size: int | None = None,
+               dtype: torch.dtype = torch.float32) -> Tensor:
+    """One PNG as ``(C, H, W)`` in ``[-1, 1]`` (options as :func:`load_image_folder`).
+
+    Raises:
+        OptionError: a missing or unreadable file, bad ``channels``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise OptionError(f"image {p} does not exist")
+    if channels is not None and channels not in _MODES:
+        raise OptionError(f"channels must be 1, 3, 4 or None, got {channels!r}")
+    return torch.as_tensor(_read_png(p, channels, size), dtype=torch.float64).mul(2.0).sub(1.0).to(dtype)
+
+
+def _load_files(files: list[Path], root: Path, channels: int | None, size: int | None, dtype: torch.dtype) -> Tensor:
+    """The PNG ``files`` as one batch (see :func:`load_image_folder`)."""
     if channels is not None and channels not in _MODES:
         raise OptionError(f"channels must be 1, 3, 4 or None, got {channels!r}")
     if size is not None and (isinstance(size, bool) or int(size) != size or size < 1):
