@@ -88,17 +88,19 @@ def test_builtin_samplers_pass_the_kit(name: str, check: str) -> None:
 #: tolerances where a process needs other ones than the reference OU process
 #: 18 EDM steps from VDM's sigma/alpha = 22026 or rectified_flow's 999 at t_max: biased
 PROCESS_OPTIONS = {("heun", "vdm"): dict(steps=40), ("heun", "rectified_flow"): dict(steps=40)}
-#: NCSN's default chain has 10 levels, and ancestral, pc and repaint walk the chain: a 10-step bias
-PROCESS_TOL = {("ancestral", "ncsn"): 0.2, ("pc", "ncsn"): 0.2, ("repaint", "ncsn"): 0.2}
+#: NCSN's default chain has 10 levels, and ancestral and pc walk the chain: a 10-step bias
+PROCESS_TOL = {("ancestral", "ncsn"): 0.2, ("pc", "ncsn"): 0.2}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("process", builtin("process"))
-@pytest.mark.parametrize("name", [n for n in builtin("sampler") if n != "langevin"])
+@pytest.mark.parametrize("name", [n for n in builtin("sampler") if n not in ("langevin", "repaint")])
 def test_builtin_samplers_pass_under_every_process(name: str, process: str) -> None:
-    """The process-dependent sampler checks under every built-in process (annealed Langevin is left
-    out: with 10 levels of 20 steps it does not reach the kit's tolerance of 0.05 on the VP-type
-    processes, and on VE a log-SNR grid cannot end at t_min = 0, where sigma = 0)."""
+    """The process-dependent sampler checks under every built-in process. Left out: annealed Langevin
+    (with 10 levels of 20 steps it does not reach the kit's tolerance of 0.05 on the VP-type
+    processes, and on VE a log-SNR grid cannot end at t_min = 0, where sigma = 0) and RePaint (its
+    steps are the ancestral sampler's, checked here, with jumps back; 300 steps resampled twice under
+    every process take two minutes; measured: it passes, with NCSN's 10-level chain at tol 0.2)."""
     options = PROCESS_OPTIONS.get((name, process), SAMPLER_OPTIONS.get(name, {}))
     factory = sampler_factory(name, options)
     p = sdeflow.create_process(process)
