@@ -63,10 +63,11 @@ def unobserved_repaint(**options: object) -> Any:
         def check_compatible(self, score_model: sdeflow.ScoreModel) -> None:
             sdeflow.Sampler.check_compatible(self, score_model)
 
-        def _sample(self, score_model, shape, generator, callback, progress, return_trajectory):  # type: ignore[no-untyped-def]
+        def _sample(self, score_model, shape, generator, callback, progress, return_trajectory,  # type: ignore[no-untyped-def]
+                    x_T=None):
             view = score_model.given(mask=torch.zeros(shape[1:], dtype=torch.bool),
                                      values=torch.zeros(shape[1:], dtype=score_model.dtype))
-            return super()._sample(view, shape, generator, callback, progress, return_trajectory)
+            return super()._sample(view, shape, generator, callback, progress, return_trajectory, x_T=x_T)
 
     UnobservedRePaint.__name__ = "UnobservedRePaint"
     return UnobservedRePaint(**options)  # type: ignore[arg-type]

@@ -419,7 +419,7 @@ def test_options_and_capabilities_of_every_sampler() -> None:
         params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
         assert list(opts) == params
         caps = sampler.capabilities()
-        assert set(caps) == {"stochastic", "order", "requires_gaussian_marginals"}
+        assert set(caps) == {"stochastic", "order", "requires_gaussian_marginals", "host_syncs"}
         assert isinstance(caps["stochastic"], bool) and isinstance(caps["requires_gaussian_marginals"], bool)
         assert caps["order"] is None or isinstance(caps["order"], float)
         assert repr(sampler).startswith(cls.__name__)
@@ -428,7 +428,9 @@ def test_options_and_capabilities_of_every_sampler() -> None:
         "steps": 20, "order": 2, "schedule": "logSNR_edm", "lower_order_final": True, "order3_rule": "taylor",
         "clip_x0": None, "denoise": False, "t_end": None, "check_finite": True}
     assert sdeflow.create_sampler("dpm_solver", order=3).capabilities() == {
-        "stochastic": False, "order": 3.0, "requires_gaussian_marginals": True}
+        "stochastic": False, "order": 3.0, "requires_gaussian_marginals": True, "host_syncs": False}
+    assert sdeflow.create_sampler("dpm_solver", order=3, order3_rule="authors_code").capabilities()["order"] == 2.0
+    assert sdeflow.create_sampler("ode").capabilities()["host_syncs"] is True
     assert sdeflow.create_sampler("heun").capabilities()["order"] == 2.0
     assert sdeflow.create_sampler("ddim", eta=1.0).capabilities()["stochastic"] is True
     with pytest.raises(AttributeError, match="reserved"):

@@ -296,10 +296,14 @@ class NonGaussianProcess(ForwardProcess):
 
 def test_capabilities_follow_the_components() -> None:
     caps = sdeflow.create_sampler("pc").capabilities()
-    assert caps == {"stochastic": True, "order": 1.0, "requires_gaussian_marginals": True}
+    assert caps == {"stochastic": True, "order": 1.0, "requires_gaussian_marginals": True, "host_syncs": False}
     em = sdeflow.create_sampler("pc", predictor="euler_maruyama", corrector="none")
-    assert em.capabilities() == {"stochastic": True, "order": 1.0, "requires_gaussian_marginals": False}
-    assert not sdeflow.create_sampler("pc", predictor="euler_maruyama", n_corrector_steps=0).requires_gaussian_marginals
+    assert em.capabilities()["requires_gaussian_marginals"]  # the final denoising uses alpha_t, sigma_t
+    em = sdeflow.create_sampler("pc", predictor="euler_maruyama", corrector="none", denoise=False)
+    assert em.capabilities() == {"stochastic": True, "order": 1.0, "requires_gaussian_marginals": False,
+                                 "host_syncs": False}
+    assert not sdeflow.create_sampler("pc", predictor="euler_maruyama", n_corrector_steps=0,
+                                      denoise=False).requires_gaussian_marginals
     assert sdeflow.create_sampler("pc", predictor="none").capabilities()["order"] is None
 
 
@@ -307,14 +311,16 @@ def test_incompatible_process_names_the_component() -> None:
     sm = ScoreModel(nn.Identity(), NonGaussianProcess(), parametrization="score")
     with pytest.raises(IncompatibleError, match=r"sampler 'pc': the corrector 'langevin' need\(s\) a process with "
                                                 r"Gaussian marginals.*NonGaussianProcess declares gaussian_marginals=False"):
-        sdeflow.create_sampler("pc", predictor="euler_maruyama", corrector="langevin").sample(sm, (4, 1))
+        sdeflow.create_sampler("pc", predictor="euler_maruyama", corrector="langevin", denoise=False).sample(sm, (4, 1))
     with pytest.raises(IncompatibleError, match=r"the predictor 'reverse_diffusion' and the corrector 'langevin'"):
         sdeflow.create_sampler("pc").sample(sm, (4, 1))
     with pytest.raises(IncompatibleError, match=r"the predictor 'ancestral' need"):
-        sdeflow.create_sampler("pc", predictor="ancestral", corrector="none").sample(sm, (4, 1))
+        sdeflow.create_sampler("pc", predictor="ancestral", corrector="none", denoise=False).sample(sm, (4, 1))
+    with pytest.raises(IncompatibleError, match=r"the final denoising \(denoise=True\) need"):
+        sdeflow.create_sampler("pc", predictor="euler_maruyama", corrector="none").sample(sm, (4, 1))
     # only drift and diffusion: accepted
-    sdeflow.create_sampler("pc", predictor="euler_maruyama", corrector="none").check_compatible(sm)
-    sdeflow.create_sampler("pc", predictor="euler_maruyama", n_corrector_steps=0).check_compatible(sm)
+    sdeflow.create_sampler("pc", predictor="euler_maruyama", corrector="none", denoise=False).check_compatible(sm)
+    sdeflow.create_sampler("pc", predictor="euler_maruyama", n_corrector_steps=0, denoise=False).check_compatible(sm)
 
 
 @pytest.mark.parametrize("options, error, match", [

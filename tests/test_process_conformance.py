@@ -8,8 +8,8 @@ what they assert, with the equations, is in their docstrings: drift and diffusio
 marginal (moment equations and a Monte-Carlo simulation of the forward SDE), the prior is the
 marginal at ``t_max``, the exact mixture score equals autograd of ``log p_t`` (closed form and
 ``torch.distributions``), the probability-flow ODE transports the marginals and is the flow's
-velocity, the marginal's time derivatives, log-SNR monotonicity and inversion, time validation,
-and shapes for vectors and images.
+velocity, the marginal's time derivatives, log-SNR monotonicity and inversion, the declared time
+interval and its validation, the prior's samples and density agree, and shapes for vectors and images.
 """
 
 from __future__ import annotations
@@ -54,6 +54,16 @@ def test_marginal_finite_and_positive(name: str) -> None:
 @each_process
 def test_check_time_rejects_out_of_range(name: str) -> None:
     kit.check_process_time_validation(make_process(name))
+
+
+@each_process
+def test_declared_time_interval(name: str) -> None:
+    kit.check_process_time_range(make_process(name))
+
+
+@each_process
+def test_prior_samples_and_density_agree(name: str) -> None:
+    kit.check_process_prior_density(make_process(name))
 
 
 @each_process

@@ -59,7 +59,7 @@ def test_unipc_converges_at_order_p_plus_one() -> None:
         p = _slope(steps, errors)
         assert abs(p - expected) < 0.3, (order, corrector, p, errors)
         caps = sdeflow.create_sampler("unipc", order=order, corrector=corrector).capabilities()
-        assert caps == {"stochastic": False, "order": expected, "requires_gaussian_marginals": True}
+        assert caps == {"stochastic": False, "order": expected, "requires_gaussian_marginals": True, "host_syncs": False}
 
 
 def test_corrector_costs_no_evaluation_and_the_last_step_is_not_corrected() -> None:

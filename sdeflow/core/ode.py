@@ -95,10 +95,11 @@ class FlowField(nn.Module):
         ode: the probability-flow ODE.
         process: its process.
         batch: the batch size.
-        t_floor: where the integration ends if later than ``t_min``
-            (:func:`~sdeflow.solvers.stop_time`, from the model's
+        t_floor: where the integration ends if later than ``t_min`` (``t_end``, or
+            :func:`~sdeflow.solvers.stop_time` from the model's
             :attr:`~sdeflow.ScoreModel.score_t_min`): times are clamped up to it as well, so the
-            score is never asked for where it is infinite. ``None`` or ``<= t_min``: no extra clamp.
+            score is never asked for below the run's end (where it may be infinite); adaptive
+            solvers' trial stages probe past the end. ``None`` or ``<= t_min``: no extra clamp.
     """
 
     def __init__(self, ode: ProbabilityFlowODE, process: ForwardProcess, batch: int,

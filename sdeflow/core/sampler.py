@@ -68,10 +68,15 @@ class Sampler:
     * ``stochastic``: the sampler injects noise (SDE, ancestral, Langevin).
     * ``requires_gaussian_marginals``: it uses ``alpha_t``, ``sigma_t`` of the process.
     * ``order``: its nominal (deterministic/strong) order of convergence, if any.
+    * ``host_syncs``: its step loop reads device values on the host (``.item()``, ``bool(tensor)``,
+      ``float(tensor)``, ...), which makes a GPU wait every step; ``False`` (the default) promises
+      a loop free of them (adaptive step-size control, e.g. torchdiffeq's, needs them).
     * ``requires_finite_start``: it evaluates the drift, ``g^2`` or the log-SNR at ``t_max``, so the
       process must have ``alpha_{t_max} > 0`` there (:meth:`sdeflow.ForwardProcess.check_start`).
 
-    A sampler whose capabilities depend on its options (``ode``'s order on its method, ``ddim``
+    Each is a claim the conformance kit (:mod:`sdeflow.testing`) verifies: the order against the
+    empirical order on Gaussians, the others by running the sampler. A sampler whose capabilities
+    depend on its options (``ode``'s order on its method, ``ddim``
     stochastic for ``eta > 0``, ``pc`` on its components) overrides them with properties;
     :meth:`capabilities` reports an instance's. :meth:`options` lists the constructor options
     and their defaults; the attribute names ``options`` and ``capabilities`` are reserved.
@@ -86,6 +91,7 @@ class Sampler:
     stochastic: ClassVar[bool] = False
     requires_gaussian_marginals: ClassVar[bool] = False
     order: ClassVar[float | None] = None
+    host_syncs: ClassVar[bool] = False
     requires_finite_start: ClassVar[bool] = True
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -179,10 +185,11 @@ class Sampler:
         return constructor_options(cls)
 
     def capabilities(self) -> dict[str, Any]:
-        """This instance's capabilities: ``{"stochastic", "order", "requires_gaussian_marginals"}``."""
+        """This instance's capabilities: ``{"stochastic", "order", "requires_gaussian_marginals", "host_syncs"}``."""
         order = self.order
         return {"stochastic": bool(self.stochastic), "order": None if order is None else float(order),
-                "requires_gaussian_marginals": bool(self.requires_gaussian_marginals)}
+                "requires_gaussian_marginals": bool(self.requires_gaussian_marginals),
+                "host_syncs": bool(self.host_syncs)}
 
     def __repr__(self) -> str:
         vals = ((k, getattr(self, k)) for k in self.options() if hasattr(self, k))

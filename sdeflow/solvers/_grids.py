@@ -37,8 +37,10 @@ def reverse_grid(process: ForwardProcess, t_start: float, t_end: float, steps: i
 
     A discrete-time process (one with :meth:`~sdeflow.ForwardProcess.discrete_times`) uses its
     own chain when ``steps`` is ``None`` and an evenly strided subset of it otherwise
-    ("respacing", Nichol & Dhariwal 2021, Sec. 4). A continuous process gets ``steps``
-    (default ``default_steps``) intervals uniform in ``t`` or in log-SNR (:func:`uniform_log_snr_times`).
+    ("respacing", Nichol & Dhariwal 2021, Sec. 4), followed by ``t_end`` itself when ``t_end`` lies
+    between two of its times (the run stops at ``t_end``, not at the chain time above it). A
+    continuous process gets ``steps`` (default ``default_steps``) intervals uniform in ``t`` or in
+    log-SNR (:func:`uniform_log_snr_times`).
     """
     if spacing not in GRID_SPACINGS:
         raise OptionError(f"spacing must be one of {', '.join(GRID_SPACINGS)}, got {spacing!r}")
@@ -46,10 +48,12 @@ def reverse_grid(process: ForwardProcess, t_start: float, t_end: float, steps: i
     if chain is not None:
         chain = chain.to(torch.float64)
         chain = chain[(chain <= t_start + 1e-12) & (chain >= t_end - 1e-12)]
-        if steps is None or steps + 1 >= chain.numel():
-            return chain
-        idx = torch.round(torch.linspace(0, chain.numel() - 1, int(steps) + 1, dtype=torch.float64)).long()
-        return chain[idx]
+        if steps is not None and steps + 1 < chain.numel():
+            idx = torch.round(torch.linspace(0, chain.numel() - 1, int(steps) + 1, dtype=torch.float64)).long()
+            chain = chain[idx]
+        if chain.numel() == 0 or float(chain[-1]) > t_end + 1e-12:
+            chain = torch.cat([chain, torch.tensor([t_end], dtype=torch.float64)])
+        return chain
     n = int(steps or default_steps)
     if spacing == "time":
         return torch.linspace(t_start, t_end, n + 1, dtype=torch.float64)

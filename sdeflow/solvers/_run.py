@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Callable, Generator, Iterator, TypeVar
 
@@ -23,6 +24,10 @@ from ..core.sampler import SampleResult, StepCallback
 from ..core.score_model import ScoreModel
 from ..utils.shapes import append_dims, randn
 from ._interval import final_step_label
+
+#: ``True`` while a run's step loop runs (inside :meth:`SamplingRun.stepping`): tools that watch the
+#: loop read it (the conformance kit counts host synchronisations there)
+IN_STEP_LOOP: ContextVar[bool] = ContextVar("sdeflow_in_step_loop", default=False)
 
 
 class _StepObserver:
@@ -177,9 +182,11 @@ class SamplingRun:
     def stepping(self) -> Iterator[None]:
         """The step loop's region: a solver with its own loop (torchdiffeq's) runs inside it and calls
         :meth:`begin_step` before each step; :meth:`steps` is this region around ``range(n)``."""
+        token = IN_STEP_LOOP.set(True)
         try:
             yield
         finally:
+            IN_STEP_LOOP.reset(token)
             self._loop_nfe = self.evaluator.nfe
 
     def begin_step(self) -> None:

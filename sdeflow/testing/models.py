@@ -9,7 +9,8 @@ contract of ``docs/concepts.md``, the k-diffusion wrapper idea):
   ``x`` in ``x``'s dtype; wrapped in a :class:`sdeflow.ScoreModel` its score has that shape and
   its training loss back-propagates finite gradients; the output depends on ``t_cond``
   (:func:`check_model_output`);
-* sample ``i`` of the output depends on sample ``i`` of the input only (:func:`check_model_batch_independence`);
+* sample ``i`` of the output depends on sample ``i`` of the input and its own time only
+  (:func:`check_model_batch_independence`);
 * it runs in float64 and agrees there with float32 (:func:`check_model_float64`);
 * a class-conditional network (one with an integer ``num_classes`` attribute) follows the
   conditioning contract, ``net(x, t_cond, labels)`` (:func:`check_model_conditional`).
@@ -62,8 +63,10 @@ def _nontrivial(net: nn.Module, shape: Sequence[int]) -> nn.Module:
 
 def check_model_output(factory: ModelFactory, shape: Sequence[int]) -> None:
     """``net(x, t_cond)`` returns a finite tensor of ``x``'s shape and dtype; the output changes
-    with ``t_cond``; ``ScoreModel(net, process).score`` has ``x``'s shape and
-    ``ScoreModel.loss`` is a finite scalar whose gradient reaches the parameters, finite.
+    with ``t_cond``; ``t_cond`` may be an expanded view of one time (stride 0, as samplers pass
+    it) with the same result as a contiguous copy (``1e-6``); ``ScoreModel(net, process).score``
+    has ``x``'s shape and ``ScoreModel.loss`` is a finite scalar whose gradient reaches the
+    parameters, finite.
 
     Args:
         factory: builds the network.
@@ -79,6 +82,15 @@ def check_model_output(factory: ModelFactory, shape: Sequence[int]) -> None:
     assert torch.isfinite(out).all(), f"{what}: output contains NaN/Inf"
     other = net(x, torch.flip(t, [0]) * 0.5 + 0.02)
     assert not torch.allclose(out, other), f"{what}: the output does not depend on t_cond"
+    # samplers pass one time for the whole batch as an expanded view (stride 0, no copy)
+    shared = t[:1].expand(x.shape[0])
+    try:
+        viewed = net(x, shared)
+    except RuntimeError as err:
+        raise AssertionError(f"{what}: fails when t_cond is an expanded view of one time (stride 0), as samplers "
+                             f"pass it; do not write into t_cond: {err}") from err
+    assert_close(viewed, net(x, shared.contiguous()), f"{what}: t_cond as an expanded view vs a contiguous copy",
+                 rtol=1e-6, atol=1e-6)
     sm = ScoreModel(net, ReferenceOUProcess(), parametrization="eps")
     assert sm.score(x, t).shape == x.shape, f"{what}: ScoreModel.score shape"
     loss = sm.loss(x, generator=torch.Generator().manual_seed(2))
@@ -90,9 +102,10 @@ def check_model_output(factory: ModelFactory, shape: Sequence[int]) -> None:
 
 
 def check_model_batch_independence(factory: ModelFactory, shape: Sequence[int]) -> None:
-    """In eval mode, output sample ``i`` depends on input sample ``i`` (and its ``t_cond``)
+    """In eval mode, output sample ``i`` depends on input sample ``i`` (and its own ``t_cond``)
     only: the gradient of ``out[0]`` with respect to the other samples is exactly zero, and
-    the network applied to sample 0 alone gives the same output (float64, ``rtol = 1e-10``).
+    the network applied to the first and to the last sample alone, each with its own time, gives
+    the same output as in the batch (float64, ``rtol = 1e-10``).
 
     Args:
         factory: builds the network.
@@ -107,8 +120,10 @@ def check_model_batch_independence(factory: ModelFactory, shape: Sequence[int]) 
     (grad,) = torch.autograd.grad(out[0].sum(), x)
     leak = float(grad[1:].abs().max())
     assert leak == 0.0, f"{what}: output sample 0 depends on other samples of the batch (gradient {leak:.3g})"
-    alone = net(x[:1].detach(), t[:1])
-    assert_close(alone, out[:1].detach(), f"{what}: sample 0 alone vs in a batch", rtol=1e-10, atol=1e-12)
+    for i in (0, shape[0] - 1):
+        alone = net(x[i:i + 1].detach(), t[i:i + 1])
+        assert_close(alone, out[i:i + 1].detach(), f"{what}: sample {i} alone (with its own t_cond) vs in a batch",
+                     rtol=1e-10, atol=1e-12)
 
 
 def check_model_float64(factory: ModelFactory, shape: Sequence[int]) -> None:

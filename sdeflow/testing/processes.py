@@ -13,7 +13,11 @@ Gaussian marginals must satisfy (Song et al. 2021, Eq. 5-7, 13 and Appendix B):
   closed form and of an independent ``torch.distributions`` reference (:func:`check_process_exact_score`);
 * its probability-flow ODE transports ``p_{t1}`` to ``p_{t0}`` (:func:`check_process_probability_flow_gaussian`,
   :func:`check_process_probability_flow_transport`);
-* log-SNR monotonicity and inversion, time-range validation, and shapes for vectors and images.
+* log-SNR monotonicity and inversion, the declared time interval and its validation, and shapes
+  for vectors and images;
+* for every process, with or without Gaussian marginals: the prior's samples and log-density
+  agree (:func:`check_process_prior_density`), training times lie in the declared interval
+  (:func:`check_process_time_range`).
 
 Statistical tolerances are :data:`~sdeflow.testing.common.K_SE` standard errors computed from
 the sample itself, plus the exactly computed bias of the discretisation where one is used.
@@ -39,6 +43,7 @@ from ..plugins.api import create_sampler
 from ..solvers import StepNoise
 from .common import (
     F64,
+    K_SE,
     CheckNotApplicable,
     as_float64,
     assert_close,
@@ -209,9 +214,10 @@ def _expect_raises(exc: type[BaseException], fn: Callable[[], object], what: str
 
 # ---------------------------------------------------------------------------------- the checks
 def check_process_shapes(process: ForwardProcess) -> None:
-    """``drift``/``diffusion``/``marginal``/``perturb`` and the derived reverse SDE and
-    probability-flow ODE keep the documented shapes (``(batch, *dims)`` for states,
-    ``(batch,)`` for coefficients), and an image is treated exactly like its flattened vector.
+    """``drift``/``diffusion``/``network_condition`` (and, with Gaussian marginals, ``marginal`` and
+    ``perturb``) and the derived reverse SDE and probability-flow ODE keep the documented shapes
+    (``(batch, *dims)`` for states, ``(batch,)`` for coefficients), and an image is treated
+    exactly like its flattened vector.
 
     Args:
         process: the process to check.
@@ -226,17 +232,23 @@ def check_process_shapes(process: ForwardProcess) -> None:
     def zero_score(y: Tensor, tt: Tensor) -> Tensor:
         return torch.zeros_like(y)
 
+    gaussian = bool(getattr(p, "gaussian_marginals", False))
     for x in (vec, img):
         shape = tuple(x.shape)
         assert p.drift(x, t).shape == x.shape, f"{name}.drift: shape {tuple(p.drift(x, t).shape)} for x of {shape}"
-        xt, eps = p.perturb(x, t, generator=gen)
-        assert xt.shape == x.shape and eps.shape == x.shape, f"{name}.perturb: shapes for x of {shape}"
+        if gaussian:
+            xt, eps = p.perturb(x, t, generator=gen)
+            assert xt.shape == x.shape and eps.shape == x.shape, f"{name}.perturb: shapes for x of {shape}"
         assert p.reverse_sde(zero_score).drift(x, t).shape == x.shape, f"{name}: reverse-SDE drift shape for {shape}"
         assert p.probability_flow(zero_score).velocity(x, t).shape == x.shape, f"{name}: PF-ODE velocity shape"
     assert_close(p.drift(img, t).reshape(3, 16), p.drift(vec, t), f"{name}: drift of an image vs its flat vector",
                  rtol=0, atol=0)
     g_shape = tuple(p.diffusion(t).shape)
     assert g_shape == (3,), f"{name}.diffusion(t) must have shape (batch,), got {g_shape}"
+    c_shape = tuple(p.network_condition(t).shape)
+    assert c_shape == (3,), f"{name}.network_condition(t) must have shape (batch,), got {c_shape}"
+    if not gaussian:
+        return
     a, s = p.marginal(t)
     assert a.shape == (3,) and s.shape == (3,), f"{name}.marginal(t) must return two (batch,) tensors"
     noise = torch.randn(3, 1, 4, 4, generator=gen, dtype=F64)
@@ -288,10 +300,84 @@ def check_process_time_validation(process: ForwardProcess) -> None:
                        f"score model on {name} at t > t_max")
 
 
+def check_process_time_range(process: ForwardProcess, n: int = 4096) -> None:
+    """The declared interval: ``t_min`` and ``t_max`` are finite numbers with
+    ``0 <= t_min < t_max``; the training times ``sample_training_time(n)`` lie in it, have shape
+    ``(n,)`` and the requested dtype, repeat with the generator seed and are not all equal; the
+    chain ``discrete_times()`` of a discrete-time process, when it has one, is strictly descending
+    inside the interval; ``network_condition`` is finite on it.
+
+    Args:
+        process: the process to check.
+        n: number of training times drawn.
+    """
+    p = as_float64(process)
+    name = _name(p)
+    try:
+        lo, hi = float(p.t_min), float(p.t_max)
+    except (TypeError, ValueError) as err:
+        raise AssertionError(f"{name}: t_min and t_max must be numbers, got {p.t_min!r}, {p.t_max!r}") from err
+    assert math.isfinite(lo) and math.isfinite(hi), f"{name}: t_min={lo} and t_max={hi} must be finite"
+    assert 0.0 <= lo < hi, f"{name}: the declared interval must satisfy 0 <= t_min < t_max, got [{lo:g}, {hi:g}]"
+    slack = p.time_tolerance * max(1.0, hi - lo)
+    for dtype in (torch.float32, F64):
+        t = p.sample_training_time(n, torch.Generator().manual_seed(5), dtype=dtype)
+        assert t.shape == (n,) and t.dtype == dtype, (
+            f"{name}.sample_training_time({n}, dtype={dtype}): shape {tuple(t.shape)}, dtype {t.dtype}")
+        out = t[(t < lo - slack) | (t > hi + slack) | torch.isnan(t)]
+        assert out.numel() == 0, (f"{name}.sample_training_time draws times outside the declared [t_min, t_max] = "
+                                  f"[{lo:g}, {hi:g}]: e.g. {out[:3].tolist()}")
+        assert float(t.max() - t.min()) > 0, f"{name}.sample_training_time draws one time only"
+        again = p.sample_training_time(n, torch.Generator().manual_seed(5), dtype=dtype)
+        assert torch.equal(t, again), f"{name}.sample_training_time is not reproducible with the same generator seed"
+    chain = p.discrete_times()
+    if chain is not None:
+        chain = torch.as_tensor(chain, dtype=F64)
+        assert chain.ndim == 1 and chain.numel() >= 2, f"{name}.discrete_times() must be a 1-D tensor of times"
+        assert bool((chain[1:] < chain[:-1]).all()), f"{name}.discrete_times() must be strictly descending"
+        assert float(chain.min()) >= lo - slack and float(chain.max()) <= hi + slack, (
+            f"{name}.discrete_times() spans [{float(chain.min()):g}, {float(chain.max()):g}], outside the declared "
+            f"[t_min, t_max] = [{lo:g}, {hi:g}]")
+    grid = time_grid(p, 101)
+    cond = p.network_condition(grid)
+    assert torch.isfinite(cond).all(), f"{name}.network_condition is not finite on [t_min, t_max]"
+
+
+def check_process_prior_density(process: ForwardProcess, n: int = 20_000) -> None:
+    """The prior's sampler and its log-density describe one distribution, for any process (with or
+    without Gaussian marginals): ``exp(prior_log_prob)`` integrates to 1 (1-D, trapezoid rule on
+    20001 points over the samples' range plus 8 standard deviations; ``1e-3``) and the samples
+    satisfy Stein's identity for the density's own score ``s = grad log p``: ``E[s] = 0`` and
+    ``E[x s] = -1`` per coordinate (integration by parts; 2-D, within
+    :data:`~sdeflow.testing.common.K_SE` standard errors).
+
+    Args:
+        process: the process to check.
+        n: number of prior samples.
+    """
+    p = as_float64(process)
+    name = _name(p)
+    x = p.prior_sample((n, 1), torch.Generator().manual_seed(12), dtype=F64)
+    assert x.shape == (n, 1) and torch.isfinite(x).all(), f"{name}.prior_sample: shape {tuple(x.shape)}, finite"
+    sd = float(x.std())
+    grid = torch.linspace(float(x.min()) - 8 * sd, float(x.max()) + 8 * sd, 20001, dtype=F64)[:, None]
+    with torch.no_grad():
+        mass = float(torch.trapezoid(torch.exp(p.prior_log_prob(grid)), grid[:, 0]))
+    assert abs(mass - 1.0) < 1e-3, f"{name}: exp(prior_log_prob) integrates to {mass:.6f} in 1-D, not 1"
+    y = p.prior_sample((n, 2), torch.Generator().manual_seed(13), dtype=F64).requires_grad_(True)
+    (score,) = torch.autograd.grad(p.prior_log_prob(y).sum(), y)
+    y = y.detach()
+    for what, v, want in (("E[grad log p]", score, 0.0), ("E[x grad log p]", y * score, -1.0)):
+        mean, se = v.mean(0), v.std(0) / math.sqrt(n)
+        assert torch.all((mean - want).abs() <= K_SE * se), (
+            f"{name}: prior samples and prior_log_prob disagree (Stein's identity): {what} = {mean.tolist()}, "
+            f"expected {want:g} within {(K_SE * se).tolist()}")
+
+
 def check_process_log_snr(process: ForwardProcess) -> None:
     """``lambda_t = log(alpha_t^2 / sigma_t^2)`` is strictly decreasing (Kingma et al. 2021,
     Eq. 2) and ``t_from_log_snr`` inverts it (the process's own inverse and the base class's
-    generic bisection agree to ``1e-7`` of the time span).
+    generic bisection agree to ``1e-7`` of the time span) on the process's interval.
 
     Args:
         process: the process to check.
@@ -615,11 +701,13 @@ PROCESS_CHECKS: dict[str, Callable[[ForwardProcess], None]] = {
     "shapes": check_process_shapes,
     "marginal_finite": check_process_marginal_finite,
     "time_validation": check_process_time_validation,
+    "time_range": check_process_time_range,
     "log_snr": check_process_log_snr,
     "marginal_derivatives": check_process_marginal_derivatives,
     "moment_equations": check_process_moment_equations,
     "forward_simulation": check_process_forward_simulation,
     "prior": check_process_prior,
+    "prior_density": check_process_prior_density,
     "exact_mixture_prior": check_process_exact_mixture_prior,
     **{f"exact_score_{m}": functools.partial(check_process_exact_score, mixture=m) for m in MIXTURES},
     "probability_flow_gaussian": check_process_probability_flow_gaussian,

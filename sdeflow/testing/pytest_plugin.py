@@ -8,7 +8,8 @@ select components:
 
 * ``--sdeflow-plugin NAME`` (repeatable) or the ini option ``sdeflow_plugins`` (one name a
   line): every process, sampler and model registered by the plugin whose entry-point name is
-  ``NAME``, with default options;
+  ``NAME``, with default options; ``KIND:NAME`` there selects one component (of any plugin). A
+  component name given where a plugin name is expected is a usage error naming its plugin;
 * the ini option ``sdeflow_components``, one component a line:
   ``KIND:NAME [OPTIONS] [SETTINGS]``, with ``OPTIONS`` a JSON object of the component's
   options and ``SETTINGS`` a JSON object for the kit: ``shape`` (models: the input shape, e.g.
@@ -16,7 +17,14 @@ select components:
   ``tol`` (samplers: the bias allowed in the distribution checks, default 0.05), ``process``
   (samplers: a registered process to sample under instead of the kit's reference OU process).
   Several lines may name one component (each is a configuration of its own); lines for a
-  component also selected through its plugin replace its default configuration.
+  component also selected through its plugin replace its default configuration;
+* ``--sdeflow-every-process`` (or the ini option ``sdeflow_every_process = true``): every sampler
+  configuration without a ``process`` setting also runs its process-dependent checks under each
+  registered process with Gaussian marginals (ids ``sampler:NAME{...}{"process":"vp"}::check``).
+
+The order check, :func:`~sdeflow.testing.check_sampler_without_gaussian_marginals` and
+:func:`~sdeflow.testing.check_sampler_refuses_incompatible` run on the kit's own processes whatever
+the ``process`` setting.
 
 Every selected component gets one test per check of :data:`~sdeflow.testing.PROCESS_CHECKS`,
 :data:`~sdeflow.testing.SAMPLER_CHECKS` or :data:`~sdeflow.testing.MODEL_CHECKS`, through the
@@ -28,6 +36,7 @@ import it into a test module, or run the kit with no test file at all::
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import json
@@ -47,6 +56,8 @@ class ComponentSpec:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the checks to run (``None``: every check of its kind)
+    checks: tuple[str, ...] | None = None
 
     @property
     def label(self) -> str:
@@ -92,12 +103,14 @@ class Case:
         if spec.kind == "process":
             PROCESS_CHECKS[self.check](sdeflow.create_process(spec.name, **spec.options))
         elif spec.kind == "sampler":
+            from .samplers import PROCESS_CHECKS_OF_SAMPLERS
+
             check = SAMPLER_CHECKS[self.check]
             kwargs: dict[str, Any] = {}
             params = inspect.signature(check).parameters
             if "tol" in params and "tol" in spec.settings:
                 kwargs["tol"] = float(spec.settings["tol"])
-            if "process" in params and "process" in spec.settings:
+            if self.check in PROCESS_CHECKS_OF_SAMPLERS and "process" in spec.settings:
                 kwargs["process"] = sdeflow.create_process(spec.settings["process"])
             check(functools.partial(sdeflow.create_sampler, spec.name, **spec.options), **kwargs)
         else:
@@ -153,19 +166,53 @@ def parse_component_line(line: str) -> ComponentSpec:
     return ComponentSpec(kind, name, objs[0], objs[1])
 
 
+def _component_hint(name: str) -> str:
+    """Where ``name`` is registered as a component, as advice on what to pass instead."""
+    from ..plugins.manager import get_manager
+
+    mgr = get_manager()
+    owners = [(kind, info.name) for info in mgr.plugins.values()
+              for kind, names in info.components.items() if name in names]
+    hints = []
+    for kind, owner in owners:
+        if kind in KINDS:
+            hints.append(f"{name!r} is a {kind} registered by the plugin {owner!r}: pass --sdeflow-plugin {owner} "
+                         f"(all its components) or --sdeflow-plugin {kind}:{name} (this one)")
+        else:
+            hints.append(f"{name!r} is a {kind} registered by the plugin {owner!r}; the kit checks processes, "
+                         f"samplers and models: pass --sdeflow-plugin {owner}")
+    if not hints:
+        close = difflib.get_close_matches(name, list(mgr.plugins), n=3)
+        if close:
+            hints.append("did you mean " + " or ".join(repr(c) for c in close) + "?")
+    return ("; " + "; ".join(hints)) if hints else ""
+
+
 def plugin_components(plugin: str) -> list[ComponentSpec]:
-    """Every process, sampler and model registered by the plugin with entry-point name ``plugin``.
+    """Every process, sampler and model registered by the plugin with entry-point name ``plugin``,
+    or the one component ``KIND:NAME`` (any plugin's).
 
     Raises:
-        pytest.UsageError: no such plugin, or it failed to load (with its error).
+        pytest.UsageError: no such plugin or component (naming the plugin a component name belongs
+            to), or the plugin failed to load (with its error).
     """
     from ..plugins.manager import get_manager
 
     mgr = get_manager()
+    kind, sep, name = plugin.partition(":")
+    if sep:
+        if kind not in KINDS:
+            raise pytest.UsageError(f"--sdeflow-plugin {plugin}: {kind!r} is not a kind the kit checks; "
+                                    f"use {' / '.join(k + ':NAME' for k in KINDS)} or a plugin name")
+        known = mgr.registry.names(kind)
+        if name not in known:
+            raise pytest.UsageError(f"--sdeflow-plugin {plugin}: no {kind} {name!r} is registered; registered "
+                                    f"{kind}s: {', '.join(known)}{_component_hint(name)}")
+        return [ComponentSpec(kind, name)]
     info = mgr.plugins.get(plugin)
     if info is None:
-        raise pytest.UsageError(f"--sdeflow-plugin {plugin}: no sdeflow plugin of that name is installed; installed: "
-                                + ", ".join(sorted(mgr.plugins)))
+        raise pytest.UsageError(f"--sdeflow-plugin {plugin}: no sdeflow plugin of that name is installed"
+                                f"{_component_hint(plugin)}; installed plugins: " + ", ".join(sorted(mgr.plugins)))
     if not info.ok:
         raise pytest.UsageError(f"--sdeflow-plugin {plugin}: the plugin did not load: "
                                 f"{info.error or 'disabled by SDEFLOW_DISABLE_PLUGINS'}")
@@ -175,8 +222,32 @@ def plugin_components(plugin: str) -> list[ComponentSpec]:
     return specs
 
 
+def gaussian_process_names() -> list[str]:
+    """The registered processes that declare Gaussian marginals (built with default options)."""
+    import sdeflow
+
+    return [name for name in sdeflow.list_plugins()["process"]
+            if getattr(sdeflow.create_process(name), "gaussian_marginals", False)]
+
+
+def every_process(specs: list[ComponentSpec]) -> list[ComponentSpec]:
+    """``specs`` plus, for every sampler configuration without a ``process`` setting, one configuration
+    per registered Gaussian-marginal process that runs the checks depending on the process
+    (:data:`~sdeflow.testing.samplers.PROCESS_CHECKS_OF_SAMPLERS`)."""
+    from .samplers import PROCESS_CHECKS_OF_SAMPLERS
+
+    names = gaussian_process_names()
+    out = list(specs)
+    for spec in specs:
+        if spec.kind == "sampler" and "process" not in spec.settings:
+            out += [ComponentSpec("sampler", spec.name, spec.options, {**spec.settings, "process": name},
+                                  checks=PROCESS_CHECKS_OF_SAMPLERS) for name in names]
+    return out
+
+
 def selected_components(config: pytest.Config) -> list[ComponentSpec]:
-    """The components selected by ``--sdeflow-plugin``, ``sdeflow_plugins`` and ``sdeflow_components``."""
+    """The components selected by ``--sdeflow-plugin``, ``sdeflow_plugins`` and ``sdeflow_components``
+    (and, with ``--sdeflow-every-process``, their sampler configurations under every process)."""
     specs: dict[str, list[ComponentSpec]] = {}
     plugins = list(config.getini("sdeflow_plugins")) + list(config.getoption("sdeflow_plugin") or [])
     for plugin in dict.fromkeys(p.strip() for p in plugins if p.strip()):
@@ -188,15 +259,19 @@ def selected_components(config: pytest.Config) -> list[ComponentSpec]:
             spec = parse_component_line(line)
             configured.setdefault(spec.label, []).append(spec)
     specs.update(configured)
-    return [spec for group in specs.values() for spec in group]
+    out = [spec for group in specs.values() for spec in group]
+    if config.getoption("sdeflow_every_process") or config.getini("sdeflow_every_process"):
+        out = every_process(out)
+    return out
 
 
 def cases(specs: list[ComponentSpec]) -> list[Case]:
-    """One :class:`Case` per component and applicable check."""
+    """One :class:`Case` per component and check (the checks its configuration selects)."""
     from . import MODEL_CHECKS, PROCESS_CHECKS, SAMPLER_CHECKS
 
     table: dict[str, dict[str, Any]] = {"process": PROCESS_CHECKS, "sampler": SAMPLER_CHECKS, "model": MODEL_CHECKS}
-    return [Case(spec, check) for spec in specs for check in table[spec.kind]]
+    return [Case(spec, check) for spec in specs for check in table[spec.kind]
+            if spec.checks is None or check in spec.checks]
 
 
 # ---------------------------------------------------------------------------------- pytest hooks
@@ -204,9 +279,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """``--sdeflow-plugin`` and the ini options ``sdeflow_plugins`` / ``sdeflow_components``."""
     group = parser.getgroup("sdeflow", "sdeflow conformance kit")
     group.addoption("--sdeflow-plugin", action="append", default=[], metavar="NAME",
-                    help="run the sdeflow conformance kit on every component of the plugin NAME (entry-point name)")
-    parser.addini("sdeflow_plugins", "sdeflow plugins (entry-point names) whose components the kit checks",
-                  type="linelist", default=[])
+                    help="run the sdeflow conformance kit on every component of the plugin NAME (entry-point name), "
+                         "or on the one component KIND:NAME (e.g. sampler:my_sampler)")
+    group.addoption("--sdeflow-every-process", action="store_true", default=False,
+                    help="also run every sampler's process-dependent checks under every registered process with "
+                         "Gaussian marginals")
+    parser.addini("sdeflow_plugins", "sdeflow plugins (entry-point names, or KIND:NAME) whose components the kit "
+                  "checks", type="linelist", default=[])
+    parser.addini("sdeflow_every_process", "as --sdeflow-every-process", type="bool", default=False)
     parser.addini("sdeflow_components", "components for the sdeflow kit: KIND:NAME [OPTIONS-JSON] [SETTINGS-JSON]",
                   type="linelist", default=[])
 

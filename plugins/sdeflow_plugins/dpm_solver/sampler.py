@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 from sdeflow.errors import OptionError
 from sdeflow.solvers import GridRun, MultistepSampler, MultistepState
@@ -58,6 +58,15 @@ class DPMSolverSampler(MultistepSampler):
         if order3_rule not in ORDER3_RULES:
             raise OptionError(f"order3_rule must be one of {', '.join(ORDER3_RULES)}, got {order3_rule!r}")
         self.order3_rule, self.denoise = order3_rule, bool(denoise)
+
+    def capabilities(self) -> dict[str, Any]:
+        """As :meth:`sdeflow.Sampler.capabilities`, with the order of accuracy: the option ``order``,
+        except 2 for ``order3_rule="authors_code"``, whose 3M update is second order
+        (:func:`multistep_weights`)."""
+        caps = super().capabilities()
+        if self.order == 3 and self.order3_rule == "authors_code":
+            caps["order"] = 2.0
+        return caps
 
     def step(self, run: GridRun, k: int, state: MultistepState) -> MultistepState:
         """DPM-Solver++ from ``t_k`` to ``t_{k+1}`` at the step's order (warm-up and final steps lower)."""

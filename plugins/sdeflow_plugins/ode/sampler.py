@@ -44,13 +44,18 @@ class ODESampler(Sampler):
     The initial samples come from ``score_model.prior_sample`` (the process's marginal at
     ``t_max``; exact ``p_{t_max}`` for an exact mixture model). Adaptive methods are made to step
     exactly to ``t_end`` (or ``score_t_min``) and every evaluation time is clamped into
-    ``[t_min, t_max]`` (and up to ``score_t_min``), so the score is never asked for outside the
-    process's interval or where it is infinite. ``result.steps`` counts the solver's steps; the
+    ``[t_end, t_max]`` (and up to ``score_t_min``): the score is never asked for outside the run's
+    interval (the contract of ``t_end``; adaptive trial stages probe past the end) or where it is
+    infinite. ``result.steps`` counts the solver's steps; the
     final denoising or data-prediction step is one more evaluation in ``result.nfe``.
     """
 
     name = "ode"
     stochastic = False
+    #: torchdiffeq's step loops read device values on the host: the adaptive methods' step-size
+    #: control compares the error norm with 1 every step, and the fixed-grid loop compares each
+    #: step's end time with the output times (``t1 >= t[j]``)
+    host_syncs = True
 
     def __init__(self, method: str = "dopri5", rtol: float | None = None, atol: float | None = None,
                  steps: int | None = None, denoise: bool = False, t_end: float | None = None,
@@ -59,6 +64,12 @@ class ODESampler(Sampler):
         self.method, self.steps = method, steps
         self.denoise, self.t_end, self.solver_options = bool(denoise), t_end, options
         self.check_finite = bool(check_finite)
+
+    @property
+    def requires_gaussian_marginals(self) -> bool:  # type: ignore[override]
+        """True with ``denoise``: the posterior mean ``E[x_0 | x_t]`` (Tweedie's formula) needs
+        ``alpha_t`` and ``sigma_t``; the integration itself uses only drift, diffusion and score."""
+        return self.denoise
 
     @property
     def order(self) -> float:  # type: ignore[override]
@@ -76,7 +87,7 @@ class ODESampler(Sampler):
             t_start, t_end = resolve_interval(run.process, self.t_end)
             t_stop = stop_time(score_model, t_end)
             field = FlowField(run.process.probability_flow(run.score), run.process, run.batch,
-                              t_floor=t_stop if t_stop > t_end else None)
+                              t_floor=t_stop)
             run.observe_steps(t_start - t_stop, f"ode/{self.method}", by_time=True)
 
             def on_step(t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:

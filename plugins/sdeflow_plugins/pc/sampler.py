@@ -110,8 +110,9 @@ class PCSampler(GridSampler):
 
     @property
     def requires_gaussian_marginals(self) -> bool:  # type: ignore[override]
-        """True when the predictor or an active corrector uses ``alpha_t``, ``sigma_t``."""
-        return any(c.requires_gaussian_marginals for _, c in self._active)
+        """True when the predictor or an active corrector uses ``alpha_t``, ``sigma_t``, or with
+        ``denoise`` (the posterior mean ``E[x_0 | x_t]`` needs them)."""
+        return self.denoise or any(c.requires_gaussian_marginals for _, c in self._active)
 
     @property
     def order(self) -> float | None:  # type: ignore[override]
@@ -122,11 +123,13 @@ class PCSampler(GridSampler):
         """Raise :class:`IncompatibleError` naming the component that cannot run ``score_model``'s process."""
         if isinstance(score_model, ScoreModel) and not getattr(score_model.process, "gaussian_marginals", False):
             needs = [what for what, c in self._active if c.requires_gaussian_marginals]
+            if self.denoise:
+                needs.append("final denoising (denoise=True)")
             if needs:
                 raise IncompatibleError(
                     f"sampler 'pc': the {' and the '.join(needs)} need(s) a process with Gaussian marginals "
                     f"(alpha_t, sigma_t), but {type(score_model.process).__name__} declares gaussian_marginals=False; "
-                    "use predictor='euler_maruyama' with corrector='none'"
+                    "use predictor='euler_maruyama' with corrector='none' and denoise=False"
                 )
         super().check_compatible(score_model)
 

@@ -73,6 +73,12 @@ class SDESampler(Sampler):
         self.denoise, self.t_end, self.check_finite = bool(denoise), t_end, bool(check_finite)
 
     @property
+    def requires_gaussian_marginals(self) -> bool:  # type: ignore[override]
+        """True with ``denoise``: the posterior mean ``E[x_0 | x_t]`` (Tweedie's formula) needs
+        ``alpha_t`` and ``sigma_t``; the integration itself uses only drift, diffusion and score."""
+        return self.denoise
+
+    @property
     def order(self) -> float:  # type: ignore[override]
         """Strong order of the method on the reverse SDE's additive noise."""
         return SDE_STRONG_ORDER[self.method]

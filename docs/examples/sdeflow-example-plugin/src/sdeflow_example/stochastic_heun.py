@@ -11,7 +11,9 @@ Eq. 6) has additive noise (``g`` depends on time only). Written in the reverse t
 the stochastic Heun (trapezoidal predictor-corrector) scheme for Stratonovich SDEs, which for
 additive noise equal their Ito form (Kloeden & Platen 1992, Sec. 11.1, Eq. 11.1.13; Rumelin 1982).
 Strong order 1 for additive noise; with ``g = 0`` it is Heun's second-order method. Two score
-evaluations per step, plus one for the optional final denoising.
+evaluations per step, plus one for the optional final denoising. With ``brownian="interval"`` the
+increments come from one Brownian path per seed, the same at every step count (a dyadic torchsde
+``BrownianInterval``), so its strong error can be measured against a finer run.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sdeflow.solvers import GridRun, GridSampler, check_positive_int
+from sdeflow.errors import OptionError
+from sdeflow.solvers import GridRun, GridSampler, ScaledBrownian, check_positive_int
 
 
 @dataclass(frozen=True)
 class HeunPlan:
-    """The step ``h`` and ``g(t)`` at the grid's times (on the model's device), computed before the loop."""
+    """The step ``h``, ``g(t)`` at the grid's times (on the model's device) and, with
+    ``brownian="interval"``, the run's Brownian path, computed before the loop."""
 
     h: float
     g: Tensor
+    path: ScaledBrownian | None = None
 
 
 class StochasticHeunSampler(GridSampler):
@@ -39,7 +44,10 @@ class StochasticHeunSampler(GridSampler):
 
     Args:
         steps: number of equal steps.
-        denoise: finish with ``E[x_0 | x_{t_end}]`` (Tweedie's formula, one evaluation).
+        brownian: ``"fast"`` draws each increment from the generator; ``"interval"`` takes them from
+            one Brownian path per generator seed, the same at every step count (strong-error studies).
+        denoise: finish with ``E[x_0 | x_{t_end}]`` (Tweedie's formula, one evaluation; it needs
+            ``alpha_t`` and ``sigma_t``, so it requires a process with Gaussian marginals).
         t_end: final time (default: the process's ``t_min``).
         check_finite: raise :class:`sdeflow.errors.NonFiniteError` naming the step and time
             where the score first became NaN/Inf.
@@ -50,16 +58,29 @@ class StochasticHeunSampler(GridSampler):
     order = 1.0  # strong order for the reverse SDE's additive noise
     scores_at_end = True  # the corrector evaluates the score at the end of each step
 
-    def __init__(self, steps: int = 100, denoise: bool = True, t_end: float | None = None,
+    def __init__(self, steps: int = 100, brownian: str = "fast", denoise: bool = True, t_end: float | None = None,
                  check_finite: bool = True) -> None:
         check_positive_int("steps", steps)
-        self.steps, self.denoise, self.t_end, self.check_finite = int(steps), bool(denoise), t_end, bool(check_finite)
+        if brownian not in ("fast", "interval"):
+            raise OptionError(f"brownian must be 'fast' or 'interval', got {brownian!r}")
+        self.steps, self.brownian, self.denoise = int(steps), brownian, bool(denoise)
+        self.t_end, self.check_finite = t_end, bool(check_finite)
+
+    @property
+    def requires_gaussian_marginals(self) -> bool:  # type: ignore[override]
+        """Only with ``denoise``: the steps use drift, diffusion and score alone."""
+        return self.denoise
 
     def plan(self, run: GridRun, t_start: float, t_end: float) -> tuple[Tensor, HeunPlan]:
-        """Equal steps from ``t_start`` to ``t_end`` and ``g(t)`` on them."""
+        """Equal steps from ``t_start`` to ``t_end``, ``g(t)`` on them, and the Brownian path."""
         grid = torch.linspace(t_start, t_end, self.steps + 1, dtype=torch.float64)
         g = run.process.diffusion(grid.to(device=run.device, dtype=run.dtype))
-        return grid, HeunPlan((t_start - t_end) / self.steps, g)
+        path = None
+        if self.brownian == "interval":
+            seed = int(torch.randint(0, 2**62, (1,), generator=run.generator))
+            path = ScaledBrownian(t_start - t_end, self.steps, (run.batch, math.prod(run.shape[1:])), seed, run.dtype,
+                                  run.device)
+        return grid, HeunPlan((t_start - t_end) / self.steps, g, path)
 
     def step(self, run: GridRun, k: int, x: Tensor) -> Tensor:
         """The predictor and the trapezoidal corrector from ``grid[k]`` to ``grid[k + 1]``."""
@@ -69,7 +90,8 @@ class StochasticHeunSampler(GridSampler):
         def drift(y: Tensor, i: int) -> Tensor:  # F = -(f - g^2 score), the drift in reverse time
             return -rsde.drift(y, run.at(i))
 
-        dw = math.sqrt(h) * run.noise()
+        z = run.noise() if run.plan.path is None else run.plan.path(k, k + 1).reshape(run.shape)
+        dw = math.sqrt(h) * z
         f_k = drift(x, k)
         x_pred = x + h * f_k + g[k] * dw
         return x + (0.5 * h) * (f_k + drift(x_pred, k + 1)) + (0.5 * (g[k] + g[k + 1])) * dw
